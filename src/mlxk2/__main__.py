@@ -1,0 +1,7 @@
+"""Allow ``python -m mlxk2``."""
+
+import sys
+
+from mlxk2.cli import main
+
+sys.exit(main())

@@ -1,0 +1,135 @@
+"""Where models live in the Hugging Face cache, and which snapshot is selected.
+
+Layout (huggingface_hub's): ``<root>/models--{org}--{name}/`` holding ``blobs/``,
+``snapshots/<commit>/`` (relative links into blobs) and ``refs/<branch>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+MODEL_PREFIX = "models--"
+SEPARATOR = "--"
+
+
+def cache_root() -> Path:
+    """The hub cache: ``HF_HUB_CACHE``, else ``$HF_HOME/hub``, else the default.
+
+    huggingface_hub.constants applies those rules; it is a light import.
+    """
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def repo_folder(root: Path, repo_id: str) -> Path:
+    return root / (MODEL_PREFIX + repo_id.replace("/", SEPARATOR))
+
+
+def repo_id_from_folder(folder_name: str) -> str | None:
+    """``models--org--name`` to ``org/name``; None for datasets, spaces and strays."""
+    if not folder_name.startswith(MODEL_PREFIX):
+        return None
+    parts = folder_name[len(MODEL_PREFIX):].split(SEPARATOR)
+    if not all(parts):
+        return None
+    return "/".join(parts)
+
+
+@dataclass(frozen=True)
+class CachedRepo:
+    """One ``models--`` folder and the snapshots it holds."""
+
+    repo_id: str
+    folder: Path
+
+    def snapshots(self) -> list[Path]:
+        """Snapshot folders, newest first; an unreadable or odd folder gives none."""
+        try:
+            entries = [p for p in (self.folder / "snapshots").iterdir() if p.is_dir()]
+        except OSError:
+            return []
+        return sorted(entries, key=_mtime, reverse=True)
+
+    def ref(self, name: str = "main") -> str | None:
+        try:
+            return (self.folder / "refs" / name).read_text(encoding="utf-8").strip() or None
+        except (OSError, UnicodeDecodeError):
+            return None
+
+    def selected_snapshot(self) -> Path | None:
+        """The ``refs/main`` commit when its snapshot exists, else the newest snapshot."""
+        main = self.ref()
+        if main and "/" not in main and main not in (".", ".."):
+            candidate = self.folder / "snapshots" / main
+            if candidate.is_dir():
+                return candidate
+        snapshots = self.snapshots()
+        return snapshots[0] if snapshots else None
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def iter_cached_repos(root: Path) -> Iterator[CachedRepo]:
+    """Every model repo folder under ``root``, sorted by name; missing root gives none."""
+    try:
+        names = sorted(os.listdir(root))
+    except OSError:
+        return
+    for name in names:
+        repo_id = repo_id_from_folder(name)
+        if repo_id is not None:
+            yield CachedRepo(repo_id, root / name)
+
+
+def store_snapshot(root: Path, repo_id: str, src_dir: Path, commit: str | None = None,
+                   *, set_main: bool = True) -> Path:
+    """Place a plain folder into the cache the way huggingface_hub lays it out.
+
+    Files become blobs named by their sha256, linked from ``snapshots/<commit>``
+    with relative links, and ``refs/main`` names the commit. Used by the demo
+    builder and by test fixtures, so both produce caches that other tools read.
+
+    Returns:
+        The snapshot folder.
+    """
+    folder = repo_folder(root, repo_id)
+    files = sorted(p for p in src_dir.rglob("*") if p.is_file())
+    digests = {p: _sha256(p) for p in files}
+    if commit is None:
+        joined = "".join(f"{p.relative_to(src_dir)}:{d}" for p, d in digests.items())
+        commit = hashlib.sha1(joined.encode()).hexdigest()
+    snapshot = folder / "snapshots" / commit
+    (folder / "blobs").mkdir(parents=True, exist_ok=True)
+    snapshot.mkdir(parents=True, exist_ok=True)
+    for path, digest in digests.items():
+        blob = folder / "blobs" / digest
+        if not blob.exists():
+            shutil.copyfile(path, blob)
+        link = snapshot / path.relative_to(src_dir)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    if set_main:
+        (folder / "refs").mkdir(exist_ok=True)
+        (folder / "refs" / "main").write_text(commit)
+    return snapshot
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

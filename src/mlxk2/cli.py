@@ -1,0 +1,124 @@
+"""Argument parsing and dispatch: nothing else happens here.
+
+Each command lives in ``mlxk2.commands.<name>`` with ``add_arguments`` and
+``handle``; those modules import their heavy dependencies lazily, so building
+the parser stays cheap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+from mlxk2.errors import InternalError, MlxkError, ValidationError
+from mlxk2.output.sink import Output
+
+# name -> (module, one-line help; None hides the command from the main listing)
+COMMANDS: dict[str, tuple[str, str | None]] = {
+    "list": ("mlxk2.commands.list", "List cached models"),
+    "show": ("mlxk2.commands.show", "Show details of one model"),
+    "health": ("mlxk2.commands.health", "Check model integrity"),
+    "pull": ("mlxk2.commands.pull", "Download a model from the Hugging Face Hub"),
+    "rm": ("mlxk2.commands.rm", "Delete a model from the cache"),
+    "clone": ("mlxk2.commands.clone", "Copy a Hub model into a workspace folder"),
+    "push": ("mlxk2.commands.push", "Upload a workspace folder to the Hub (experimental)"),
+    "run": ("mlxk2.commands.run", "Generate text, or chat interactively"),
+    "serve": ("mlxk2.commands.serve", "Start an OpenAI-compatible API server"),
+    "demo": ("mlxk2.commands.demo", "Build a small offline demo model"),
+    "convert": ("mlxk2.commands.convert", None),
+}
+ALIASES = {"server": "serve"}
+# The JSON envelope's command name, where it differs from the CLI's.
+ENVELOPE_NAMES = {"serve": "server"}
+
+
+class _UsageError(Exception):
+    """Raised instead of argparse's print-and-exit, so JSON mode can report it."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise _UsageError(f"{self.prog}: {message}")
+
+
+def _available_commands() -> dict[str, str]:
+    return {name: module for name, (module, _) in COMMANDS.items()
+            if importlib.util.find_spec(module) is not None}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="mlxk2",
+        description="Manage and run Hugging Face models with Apple MLX.",
+        epilog="Add --json to any command for machine-readable output (spec 0.1.7). "
+               "Run 'mlxk2 <command> --help' for details.",
+    )
+    parser.add_argument("--version", action="store_true", help="Show version and exit")
+    parser.add_argument("--json", action="store_true", help="Print one JSON document")
+    subparsers = parser.add_subparsers(dest="command", metavar="<command>",
+                                       parser_class=_Parser)
+    for name, module_name in _available_commands().items():
+        help_text = COMMANDS[name][1]
+        aliases = [a for a, target in ALIASES.items() if target == name]
+        kwargs = {"help": help_text} if help_text else {}
+        module = importlib.import_module(module_name)
+        sub = subparsers.add_parser(name, aliases=aliases, description=module.__doc__,
+                                    formatter_class=argparse.RawDescriptionHelpFormatter,
+                                    **kwargs)
+        sub.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                         help="Print one JSON document (spec 0.1.7)")
+        module.add_arguments(sub)
+        sub.set_defaults(_module=module_name)
+    return parser
+
+
+def _guess_command(argv: Sequence[str]) -> str:
+    """The envelope's command for an invocation argparse rejected."""
+    for token in argv:
+        if not token.startswith("-"):
+            name = ALIASES.get(token, token)
+            return ENVELOPE_NAMES.get(name, name) if name in COMMANDS else "version"
+    return "version"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    out = Output(json_mode="--json" in argv)
+    command = _guess_command(argv)
+    try:
+        args = build_parser().parse_args(argv)
+        if args.version:
+            command = "version"
+            module = importlib.import_module("mlxk2.commands.version")
+            return module.handle(args, out)
+        if args.command is None:
+            build_parser().print_help(sys.stderr)
+            return 1
+        name = ALIASES.get(args.command, args.command)
+        command = ENVELOPE_NAMES.get(name, name)
+        return importlib.import_module(args._module).handle(args, out)
+    except _UsageError as exc:
+        return out.failure(command, ValidationError(str(exc)))
+    except MlxkError as exc:
+        return out.failure(command, exc)
+    except KeyboardInterrupt:
+        out.warn("Interrupted.")
+        return 130
+    except BrokenPipeError:
+        _silence_stdout()
+        return 0
+    except Exception as exc:  # the last line of defence: never a raw traceback
+        if os.environ.get("MLXK2_DEBUG") == "1":
+            traceback.print_exc()
+        return out.failure(command, InternalError(f"{type(exc).__name__}: {exc}"))
+
+
+def _silence_stdout() -> None:
+    """After the reader went away (``| head``), stop Python's exit-time flush error."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())

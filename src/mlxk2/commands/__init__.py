@@ -1,0 +1,1 @@
+"""Per-command glue between argparse, the operations and the renderers."""

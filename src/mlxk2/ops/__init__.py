@@ -1,0 +1,1 @@
+"""Operations: one module per command, returning plain data and never printing."""

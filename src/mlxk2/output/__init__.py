@@ -1,0 +1,1 @@
+"""Turning operation results into the JSON envelope or human text."""

@@ -1,0 +1,147 @@
+"""Turning what the user typed into one model: cache name, short name, substring,
+``name@hash`` or workspace path. Every command resolves through here."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlxk2.cache.layout import CachedRepo, cache_root, iter_cached_repos
+from mlxk2.errors import AmbiguousMatchError, ModelNotFoundError, ValidationError
+
+MAX_NAME_LENGTH = 96
+DEFAULT_ORG = "mlx-community"
+_HASH_RE = re.compile(r"^[0-9a-fA-F]{1,40}$")
+_SEGMENT_RE = re.compile(r"^[\w.\-]+$", re.UNICODE)
+_WORKSPACE_PREFIXES = ("./", "../", "/", "~")
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """One model picked by a spec.
+
+    ``name`` is ``org/name`` for cache models and the path as typed for
+    workspaces; ``path`` is the selected snapshot (or workspace) folder, None
+    when a cache model has no snapshot at all.
+    """
+
+    name: str
+    path: Path | None
+    cached: bool
+    repo_id: str | None = None
+    commit: str | None = None
+    repo_dir: Path | None = None
+
+
+def is_workspace_spec(spec: str) -> bool:
+    return spec in (".", "..") or spec.startswith(_WORKSPACE_PREFIXES)
+
+
+def split_hash(spec: str) -> tuple[str, str | None]:
+    """``name@abc123`` to ``("name", "abc123")``; a non-hex suffix is part of the name."""
+    name, sep, rev = spec.rpartition("@")
+    if sep and name and _HASH_RE.match(rev):
+        return name, rev.lower()
+    return spec, None
+
+
+def validate_model_name(name: str) -> None:
+    """Reject names the Hub could never hold, before any lookup or download.
+
+    Raises:
+        ValidationError: empty, longer than 96 characters, or with empty,
+            doubled, dot-only or otherwise invalid path segments.
+    """
+    if not name or not name.strip():
+        raise ValidationError("Model name cannot be empty")
+    if len(name) > MAX_NAME_LENGTH:
+        raise ValidationError(f"Model name too long: {len(name)}/{MAX_NAME_LENGTH} characters")
+    segments = name.split("/")
+    if len(segments) > 2:
+        raise ValidationError(f"Invalid model name '{name}': expected 'org/name'")
+    for segment in segments:
+        if not segment or segment in (".", "..") or not _SEGMENT_RE.match(segment) \
+                or "--" in segment:
+            raise ValidationError(f"Invalid model name '{name}': bad segment '{segment}'")
+
+
+def expand_repo_id(name: str) -> str:
+    """A bare name means ``mlx-community/<name>``, as on the Hub's MLX shelf."""
+    return name if "/" in name else f"{DEFAULT_ORG}/{name}"
+
+
+def resolve(spec: str, root: Path | None = None) -> ResolvedModel:
+    """Pick exactly one model for ``spec``.
+
+    Order: workspace path; exact ``org/name``; ``mlx-community/<spec>``; a
+    unique exact short name; a unique case-insensitive substring. ``@hash``
+    then picks a snapshot by commit prefix.
+
+    Raises:
+        ValidationError: malformed name, or a path that is not a model folder.
+        ModelNotFoundError: nothing matches (``available_hashes`` for a bad hash).
+        AmbiguousMatchError: several models match (``matches``, sorted).
+    """
+    if is_workspace_spec(spec):
+        return resolve_workspace(spec)
+    name, rev = split_hash(spec)
+    validate_model_name(name)
+    root = cache_root() if root is None else root
+    repo = _match_repo(name, list(iter_cached_repos(root)))
+    snapshot = repo.selected_snapshot() if rev is None else _match_snapshot(repo, rev)
+    return ResolvedModel(
+        name=repo.repo_id,
+        path=snapshot,
+        cached=True,
+        repo_id=repo.repo_id,
+        commit=snapshot.name if snapshot is not None else None,
+        repo_dir=repo.folder,
+    )
+
+
+def resolve_workspace(spec: str) -> ResolvedModel:
+    path = Path(spec).expanduser()
+    if not path.is_dir():
+        raise ModelNotFoundError(f"No model folder at '{spec}'")
+    if not (path / "config.json").exists() and not any(path.glob("*.gguf")):
+        raise ValidationError(f"'{spec}' is not a model folder (no config.json)")
+    return ResolvedModel(name=spec, path=path, cached=False)
+
+
+def _match_repo(name: str, repos: list[CachedRepo]) -> CachedRepo:
+    by_id = {r.repo_id: r for r in repos}
+    lowered = name.lower()
+    candidates = (
+        [by_id[name]] if name in by_id else [],
+        [r for r in repos if r.repo_id.lower() == lowered],
+        [by_id[f"{DEFAULT_ORG}/{name}"]] if "/" not in name and f"{DEFAULT_ORG}/{name}" in by_id
+        else [],
+        [r for r in repos if r.repo_id.rsplit("/", 1)[-1].lower() == lowered],
+        [r for r in repos if lowered in r.repo_id.lower()],
+    )
+    for found in candidates:
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            raise AmbiguousMatchError(
+                f"Multiple models match '{name}'",
+                matches=sorted(r.repo_id for r in found),
+            )
+    raise ModelNotFoundError(f"No model found matching '{name}'")
+
+
+def _match_snapshot(repo: CachedRepo, rev: str) -> Path:
+    snapshots = repo.snapshots()
+    found = [s for s in snapshots if s.name.lower().startswith(rev)]
+    if len(found) == 1:
+        return found[0]
+    if len(found) > 1:
+        raise AmbiguousMatchError(
+            f"Multiple snapshots of '{repo.repo_id}' match '@{rev}'",
+            matches=sorted(s.name for s in found),
+        )
+    raise ModelNotFoundError(
+        f"No snapshot of '{repo.repo_id}' matches '@{rev}'",
+        available_hashes=sorted(s.name for s in snapshots),
+    )
