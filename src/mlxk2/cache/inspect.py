@@ -1,0 +1,234 @@
+"""Building the spec's model object: framework, type, capabilities, size, health.
+
+Detection reads only small files (config.json, the start of README.md and
+tokenizer_config.json) so that ``list`` over a large cache stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from mlxk2.cache.capabilities import Capability, Framework, ModelType
+from mlxk2.cache.config import read_config
+from mlxk2.cache.integrity import check_integrity
+from mlxk2.cache.runtime import runtime_reason
+from mlxk2.resolve import DEFAULT_ORG, ResolvedModel
+
+EMBEDDING_TYPES = frozenset({
+    "bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "nomic_bert", "modernbert",
+    "new", "jina_bert", "electra", "deberta", "deberta-v2",
+})
+SENTENCE_TRANSFORMER_FILES = ("modules.json", "sentence_bert_config.json",
+                              "config_sentence_transformers.json")
+VISION_TYPES = frozenset({
+    "llava", "llava_next", "llava-qwen2", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "pixtral",
+    "mllama", "paligemma", "idefics2", "idefics3", "smolvlm", "mistral3", "gemma3",
+    "florence2", "molmo", "internvl_chat", "phi3_v", "deepseek_vl_v2", "kimi_vl", "lfm2-vl",
+})
+AUDIO_TYPES = frozenset({"whisper", "qwen2_audio", "voxtral", "gemma3n"})
+CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
+TORCH_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth")
+_FRONT_MATTER_MLX = re.compile(r"^(library_name:\s*mlx\b|\s*-\s*mlx\s*$|tags:.*\bmlx\b)",
+                               re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Raw facts about one model; renderers format them."""
+
+    name: str
+    hash: str | None
+    size_bytes: int
+    last_modified: float
+    framework: str
+    model_type: str
+    capabilities: tuple[str, ...]
+    health: str
+    runtime_compatible: bool
+    reason: str | None
+    cached: bool
+
+    @property
+    def healthy(self) -> bool:
+        return self.health == "healthy"
+
+    @property
+    def runnable(self) -> bool:
+        """Can ``run`` and ``serve`` generate text with it?"""
+        return self.healthy and self.runtime_compatible and \
+            self.model_type != ModelType.EMBEDDING.value
+
+    @property
+    def last_modified_iso(self) -> str:
+        stamp = datetime.fromtimestamp(self.last_modified, tz=timezone.utc)
+        return stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec's model object, field for field."""
+        return {
+            "name": self.name,
+            "hash": self.hash,
+            "size_bytes": self.size_bytes,
+            "last_modified": self.last_modified_iso,
+            "framework": self.framework,
+            "model_type": self.model_type,
+            "capabilities": list(self.capabilities),
+            "health": self.health,
+            "runtime_compatible": self.runtime_compatible,
+            "reason": self.reason,
+            "cached": self.cached,
+        }
+
+
+def inspect_model(resolved: ResolvedModel) -> ModelInfo:
+    """Both checks, gated as the spec says: integrity first, then runtime."""
+    path = resolved.path
+    if path is None:
+        return _without_snapshot(resolved)
+    config = read_config(path)
+    names = _top_level_names(path)
+    framework = detect_framework(path, names, config, resolved.repo_id)
+    model_type, capabilities = detect_type(path, names, config, resolved.name)
+    problem = _escaping_link(path, resolved.repo_dir) or check_integrity(path)
+    if problem is not None:
+        runtime_ok, reason = False, problem
+    else:
+        if model_type is ModelType.EMBEDDING:
+            reason = runtime_reason({}, framework.value) if framework is not Framework.MLX \
+                else None
+        else:
+            reason = runtime_reason(config or {}, framework.value)
+        runtime_ok = reason is None
+    return ModelInfo(
+        name=resolved.name,
+        hash=resolved.commit,
+        size_bytes=_size_bytes(path),
+        last_modified=_mtime(path),
+        framework=framework.value,
+        model_type=model_type.value,
+        capabilities=tuple(c.value for c in capabilities),
+        health="unhealthy" if problem else "healthy",
+        runtime_compatible=runtime_ok,
+        reason=reason,
+        cached=resolved.cached,
+    )
+
+
+def _without_snapshot(resolved: ResolvedModel) -> ModelInfo:
+    folder = resolved.repo_dir
+    return ModelInfo(
+        name=resolved.name, hash=None, size_bytes=0,
+        last_modified=_mtime(folder) if folder else 0.0,
+        framework=Framework.UNKNOWN.value, model_type=ModelType.UNKNOWN.value,
+        capabilities=(), health="unhealthy", runtime_compatible=False,
+        reason="No snapshot in cache (download never completed)", cached=resolved.cached,
+    )
+
+
+def detect_framework(path: Path, names: set[str], config: dict[str, Any] | None,
+                     repo_id: str | None) -> Framework:
+    """GGUF files win; then MLX markers; then plain PyTorch-style weights."""
+    if any(n.endswith(".gguf") for n in names):
+        return Framework.GGUF
+    if config is not None and isinstance(config.get("quantization"), dict):
+        return Framework.MLX
+    if _readme_says_mlx(path) or (repo_id or "").startswith(f"{DEFAULT_ORG}/"):
+        return Framework.MLX
+    if any(n.endswith(".npz") for n in names):
+        return Framework.MLX
+    if any(n.endswith(".safetensors") or n.endswith(TORCH_WEIGHT_SUFFIXES) for n in names):
+        return Framework.PYTORCH
+    return Framework.UNKNOWN
+
+
+def detect_type(path: Path, names: set[str], config: dict[str, Any] | None,
+                name: str) -> tuple[ModelType, list[Capability]]:
+    if config is None:
+        return ModelType.UNKNOWN, []
+    arch = str(config.get("model_type") or "").lower()
+    if arch in EMBEDDING_TYPES or any(f in names for f in SENTENCE_TRANSFORMER_FILES) \
+            or "embed" in name.lower():
+        return ModelType.EMBEDDING, [Capability.EMBEDDINGS]
+    chat = _has_chat_template(path, names)
+    capabilities = [Capability.TEXT_GENERATION]
+    if chat:
+        capabilities.append(Capability.CHAT)
+    audio = arch in AUDIO_TYPES or "audio_config" in config
+    if arch in VISION_TYPES or "vision_config" in config or \
+            ("preprocessor_config.json" in names and not audio):
+        capabilities.append(Capability.VISION)
+    if audio:
+        capabilities.append(Capability.AUDIO)
+    return (ModelType.CHAT if chat else ModelType.BASE), capabilities
+
+
+def _has_chat_template(path: Path, names: set[str]) -> bool:
+    if any(f in names for f in CHAT_TEMPLATE_FILES):
+        return True
+    try:
+        with (path / "tokenizer_config.json").open("rb") as fh:
+            return b'"chat_template"' in fh.read()
+    except OSError:
+        return False
+
+
+def _readme_says_mlx(path: Path) -> bool:
+    try:
+        with (path / "README.md").open("r", encoding="utf-8", errors="replace") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return False
+    if not head.startswith("---"):
+        return False
+    front = head[3:].split("\n---", 1)[0]
+    return bool(_FRONT_MATTER_MLX.search(front))
+
+
+def _top_level_names(path: Path) -> set[str]:
+    try:
+        return set(os.listdir(path))
+    except OSError:
+        return set()
+
+
+def _iter_files(path: Path):
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            yield os.path.join(dirpath, name)
+
+
+def _size_bytes(path: Path) -> int:
+    """Real bytes of the selected files: links resolve to blobs; broken ones count 0."""
+    total = 0
+    for file in _iter_files(path):
+        try:
+            total += os.stat(file).st_size
+        except OSError:
+            continue
+    return total
+
+
+def _escaping_link(path: Path, repo_dir: Path | None) -> str | None:
+    """A cache snapshot whose links leave its model folder is refused, never followed."""
+    if repo_dir is None:
+        return None
+    root = os.path.realpath(repo_dir)
+    for file in _iter_files(path):
+        if os.path.islink(file):
+            target = os.path.normpath(os.path.join(os.path.dirname(file), os.readlink(file)))
+            if not (target + os.sep).startswith(root + os.sep) and \
+                    not os.path.realpath(target).startswith(root + os.sep):
+                return f"Link points outside the cache: {os.path.relpath(file, path)}"
+    return None
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
