@@ -1,0 +1,342 @@
+"""File-level integrity of a model folder (a cache snapshot or a workspace).
+
+One scan collects the folder's facts; an ordered generator of problems turns
+them into human reasons. ``check_integrity`` takes the first one (that is the
+``reason`` of an unhealthy model), ``workspace_report`` takes them all. The
+generator is lazy, so a broken model stops costing I/O at its first problem.
+
+Nothing here imports mlx or follows symlinked directories, and no entry, however
+odd (loops, sockets, binary configs, absurd headers), makes a check raise.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from mlxk2.cache.safetensors import check_file
+
+CONFIG = "config.json"
+WEIGHT_FORMATS = {
+    ".safetensors": "safetensors",
+    ".gguf": "gguf",
+    ".bin": "pytorch",
+    ".pt": "pytorch",
+    ".pth": "pytorch",
+    ".npz": "npz",
+}
+TOKENIZER_FILES = frozenset(
+    {
+        "tokenizer.json",
+        "tokenizer.model",
+        "spiece.model",
+        "sentencepiece.bpe.model",
+        "vocab.json",
+        "vocab.txt",
+        "tiktoken.model",
+    }
+)
+PREPROCESSOR_FILES = frozenset(
+    {"preprocessor_config.json", "processor_config.json", "video_preprocessor_config.json"}
+)
+LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/"
+_LFS_MAX_SIZE = 1024
+_NOT_WEIGHTS = frozenset({"training_args.bin", "optimizer.pt", "scheduler.pt", "rng_state.pth"})
+_SHARD = re.compile(r"^(?P<stem>.+)-(?P<idx>\d+)-of-(?P<total>\d+)\.(?P<ext>safetensors|bin)$")
+
+
+@dataclass
+class _Scan:
+    """Facts about one model folder, gathered with one walk."""
+
+    root: Path
+    files: dict[str, int] = field(default_factory=dict)  # relative name -> size
+    dangling: list[str] = field(default_factory=list)
+    loops: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+    not_files: list[str] = field(default_factory=list)  # e.g. a folder named config.json
+    incomplete_blobs: int = 0
+    problem: str | None = None  # the folder itself is unusable
+
+    @cached_property
+    def top_files(self) -> dict[str, int]:
+        return {name: size for name, size in self.files.items() if "/" not in name}
+
+    @cached_property
+    def weights(self) -> dict[str, int]:
+        return {
+            name: size
+            for name, size in self.top_files.items()
+            if Path(name).suffix in WEIGHT_FORMATS and name not in _NOT_WEIGHTS
+        }
+
+
+def check_integrity(model_dir: Path) -> str | None:
+    """Return the first integrity problem of a model folder, or None if healthy.
+
+    Args:
+        model_dir: A cache snapshot folder or a workspace folder.
+
+    Returns:
+        A short reason such as ``"config.json missing"`` or
+        ``"LFS pointers instead of files: model.safetensors"``; None when healthy.
+    """
+    return next(_problems(_scan(model_dir)), None)
+
+
+def workspace_report(model_dir: Path) -> dict[str, Any]:
+    """Describe a workspace folder for ``push --check-only``, by the same rules as health.
+
+    Returns:
+        ``files_count``, ``total_bytes``, ``config`` {exists, valid_json, path},
+        ``weights`` {count, formats, index {has_index, missing}, pattern_complete},
+        ``anomalies`` (every problem, in check order) and ``healthy``.
+    """
+    scan = _scan(model_dir)
+    anomalies = list(_problems(scan))
+    top = scan.top_files
+    config_path = scan.root / CONFIG
+    weights = scan.weights
+    missing: list[str] = []
+    for index in _index_names(top):
+        missing.extend(_missing_shards(scan, index) or [])
+    return {
+        "files_count": len(scan.files),
+        "total_bytes": sum(scan.files.values()),
+        "config": {
+            "exists": CONFIG in top,
+            "valid_json": CONFIG in top and _config_problem(scan) is None,
+            "path": str(config_path) if CONFIG in top else None,
+        },
+        "weights": {
+            "count": len(weights),
+            "formats": sorted({WEIGHT_FORMATS[Path(n).suffix] for n in weights}),
+            "index": {"has_index": bool(_index_names(top)), "missing": sorted(set(missing))},
+            "pattern_complete": _pattern_complete(top),
+        },
+        "anomalies": anomalies,
+        "healthy": not anomalies,
+    }
+
+
+def read_config(model_dir: Path) -> dict[str, Any] | None:
+    """Load ``config.json`` as a dict, or None when it is absent or not a JSON object."""
+    try:
+        doc = json.loads((model_dir / CONFIG).read_bytes())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _scan(model_dir: Path) -> _Scan:
+    scan = _Scan(root=model_dir)
+    try:
+        if not model_dir.is_dir():
+            scan.problem = "Model folder is not a directory"
+            return scan
+        _walk(scan, model_dir, "")
+    except OSError as exc:
+        scan.problem = f"Model folder is not readable ({exc.strerror or type(exc).__name__})"
+        return scan
+    if model_dir.parent.name == "snapshots":
+        scan.incomplete_blobs = _count_incomplete(model_dir.parent.parent / "blobs")
+    return scan
+
+
+def _walk(scan: _Scan, folder: Path, prefix: str) -> None:
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            rel = prefix + entry.name
+            if entry.is_dir(follow_symlinks=False):
+                if not entry.name.startswith("."):
+                    try:
+                        _walk(scan, Path(entry.path), rel + "/")
+                    except OSError:
+                        scan.unreadable.append(rel + "/")
+                continue
+            try:
+                info = os.stat(entry.path)
+            except FileNotFoundError:
+                scan.dangling.append(rel)
+                continue
+            except OSError as exc:
+                (scan.loops if exc.errno == errno.ELOOP else scan.unreadable).append(rel)
+                continue
+            if stat.S_ISREG(info.st_mode):
+                scan.files[rel] = info.st_size
+            elif stat.S_ISDIR(info.st_mode):
+                scan.not_files.append(rel)
+            else:
+                scan.unreadable.append(rel)
+
+
+def _count_incomplete(blobs: Path) -> int:
+    try:
+        with os.scandir(blobs) as entries:
+            return sum(1 for e in entries if e.name.endswith(".incomplete"))
+    except OSError:
+        return 0
+
+
+def _problems(scan: _Scan) -> Iterator[str]:
+    """Yield every integrity problem, most fundamental first."""
+    if scan.problem:
+        yield scan.problem
+        return
+    if scan.incomplete_blobs:
+        yield f"Download incomplete: {scan.incomplete_blobs} unfinished file(s) in blobs/"
+    if scan.dangling:
+        yield f"Download incomplete: missing files for links {_names(scan.dangling)}"
+    if scan.loops:
+        yield f"Symlink loops: {_names(scan.loops)}"
+    if scan.unreadable:
+        yield f"Unreadable files: {_names(scan.unreadable)}"
+    pointers = _lfs_pointers(scan)
+    if pointers:
+        yield f"LFS pointers instead of files: {_names(pointers)}"
+    config = _config_problem(scan)
+    if config:
+        yield config
+    yield from _weight_problems(scan)
+    tokenizer = _tokenizer_problem(scan)
+    if tokenizer:
+        yield tokenizer
+    vision = _vision_problem(scan)
+    if vision:
+        yield vision
+
+
+def _lfs_pointers(scan: _Scan) -> list[str]:
+    found = []
+    for name, size in scan.files.items():
+        if 0 < size <= _LFS_MAX_SIZE:
+            try:
+                with open(scan.root / name, "rb") as fh:
+                    head = fh.read(len(LFS_POINTER_PREFIX))
+            except OSError:
+                continue
+            if head == LFS_POINTER_PREFIX:
+                found.append(name)
+    return found
+
+
+def _config_problem(scan: _Scan) -> str | None:
+    top = scan.top_files
+    if CONFIG in scan.not_files:
+        return "config.json is not a file"
+    if CONFIG not in top:
+        # GGUF repositories carry their metadata inside the .gguf file.
+        if any(n.endswith(".gguf") for n in scan.weights):
+            return None
+        return "config.json missing"
+    if top[CONFIG] == 0:
+        return "config.json is empty"
+    try:
+        raw = (scan.root / CONFIG).read_bytes()
+    except OSError as exc:
+        return f"config.json is not readable ({exc.strerror or type(exc).__name__})"
+    if not raw.strip():
+        return "config.json is empty"
+    try:
+        doc = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return "config.json is not valid JSON"
+    if not isinstance(doc, dict):
+        return "config.json is not a JSON object"
+    return None
+
+
+def _weight_problems(scan: _Scan) -> Iterator[str]:
+    weights = scan.weights
+    if not weights:
+        yield "No weight files found"
+        return
+    empty = [n for n, size in weights.items() if size == 0]
+    if empty:
+        yield f"Empty weight files: {_names(empty)}"
+    top = scan.top_files
+    indexes = _index_names(top)
+    for index in indexes:
+        missing = _missing_shards(scan, index)
+        if missing is None:
+            yield f"{index} is not a valid index"
+        elif missing:
+            yield f"Missing shards listed in {index}: {_names(missing)}"
+    unindexed = sorted(
+        {
+            f"{m['stem']}.{m['ext']}.index.json"
+            for name in weights
+            if (m := _SHARD.match(name)) and int(m["total"]) > 1
+        }
+        - set(indexes)
+    )
+    if unindexed:
+        yield f"Sharded weights without index: {_names(unindexed)} missing"
+    bad = []
+    for name, size in sorted(weights.items()):
+        if name.endswith(".safetensors") and size > 0:
+            reason = check_file(scan.root / name)
+            if reason:
+                bad.append(f"{name} ({reason})")
+    if bad:
+        yield f"Truncated or malformed safetensors: {', '.join(bad)}"
+
+
+def _index_names(top: dict[str, int]) -> list[str]:
+    return sorted(
+        n for n in top if n.endswith(".safetensors.index.json") or n.endswith(".bin.index.json")
+    )
+
+
+def _missing_shards(scan: _Scan, index: str) -> list[str] | None:
+    """Shards an index names that are absent; None when the index is unusable."""
+    try:
+        doc = json.loads((scan.root / index).read_bytes())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        return None
+    return sorted({v for v in weight_map.values() if v not in scan.files})
+
+
+def _pattern_complete(top: dict[str, int]) -> bool:
+    """True when every ``*-0000i-of-0000N`` shard family has all N members."""
+    families: dict[tuple[str, str, int], set[int]] = {}
+    for name in top:
+        m = _SHARD.match(name)
+        if m:
+            families.setdefault((m["stem"], m["ext"], int(m["total"])), set()).add(int(m["idx"]))
+    return all(seen >= set(range(1, total + 1)) for (_, _, total), seen in families.items())
+
+
+def _tokenizer_problem(scan: _Scan) -> str | None:
+    top = scan.top_files
+    if "tokenizer_config.json" not in top:
+        return None
+    if any(n in TOKENIZER_FILES or n.endswith(".tiktoken") for n in top):
+        return None
+    return "tokenizer_config.json present but no tokenizer file (tokenizer.json or tokenizer.model)"
+
+
+def _vision_problem(scan: _Scan) -> str | None:
+    config = read_config(scan.root) if CONFIG in scan.top_files else None
+    if not config or "vision_config" not in config:
+        return None
+    if PREPROCESSOR_FILES & scan.top_files.keys():
+        return None
+    return "Vision model without preprocessor_config.json"
+
+
+def _names(names: list[str], limit: int = 5) -> str:
+    names = sorted(names)
+    shown = ", ".join(names[:limit])
+    return shown if len(names) <= limit else f"{shown} (+{len(names) - limit} more)"
