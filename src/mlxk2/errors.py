@@ -114,13 +114,3 @@ class InternalError(MlxkError):
     error_type = "InternalError"
     exit_code = 1
 
-
-def all_error_types() -> set[str]:
-    """Every ``error.type`` string this package can emit."""
-    found: set[str] = set()
-    pending: list[type[MlxkError]] = [MlxkError]
-    while pending:
-        cls = pending.pop()
-        found.add(cls.error_type)
-        pending.extend(cls.__subclasses__())
-    return found
