@@ -58,12 +58,12 @@ def validate_model_name(name: str) -> None:
     if len(name) > MAX_NAME_LENGTH:
         raise ValidationError(f"Model name too long: {len(name)}/{MAX_NAME_LENGTH} characters")
     segments = name.split("/")
-    if len(segments) > 2:
-        raise ValidationError(f"Invalid model name '{name}': expected 'org/name'")
     for segment in segments:
         if not segment or segment in (".", "..") or not _SEGMENT_RE.match(segment) \
                 or "--" in segment:
             raise ValidationError(f"Invalid model name '{name}': bad segment '{segment}'")
+    if len(segments) > 2:
+        raise ValidationError(f"Invalid model name '{name}': expected 'org/name'")
 
 
 def expand_repo_id(name: str) -> str:
