@@ -8,4 +8,6 @@ os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
 
 pytest_plugins = [
     "tests.fixtures.cli",
+    "tests.fixtures.hub",
+    "tests.fixtures.cache",
 ]
