@@ -1,0 +1,110 @@
+"""Generate text with a local model through mlx-lm.
+
+  mlxk2 run MODEL "prompt"          one answer, streamed on a terminal
+  mlxk2 run MODEL                   interactive chat (/clear, /exit, Ctrl-D)
+  cat notes.txt | mlxk2 run MODEL - "Summarise:"   '-' reads stdin
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import TextIO
+
+from mlxk2.commands._common import add_model_argument
+from mlxk2.errors import ValidationError
+from mlxk2.output.sink import Output
+
+STDIN_ARG = "-"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_argument(parser)
+    parser.add_argument(
+        "prompt", nargs="*",
+        help="Prompt text; '-' stands for stdin. Several parts are joined by newlines. "
+             "No prompt starts an interactive chat.",
+    )
+    gen = parser.add_argument_group("generation")
+    gen.add_argument("--max-tokens", type=int, default=None,
+                     help="Most tokens to generate (default: what the context leaves)")
+    gen.add_argument("--temperature", type=float, default=0.0,
+                     help="Sampling temperature; 0 is greedy (default: 0)")
+    gen.add_argument("--top-p", type=float, default=1.0, help="Nucleus sampling (default: 1.0)")
+    gen.add_argument("--top-k", type=int, default=0, help="Top-k sampling; 0 is off")
+    gen.add_argument("--min-p", type=float, default=0.0, help="Min-p sampling; 0 is off")
+    gen.add_argument("--repetition-penalty", type=float, default=None,
+                     help="Multiplicative repetition penalty (default: none)")
+    gen.add_argument("--seed", type=int, default=None, help="Random seed for reproducible runs")
+    gen.add_argument("--stop", action="append", default=[], metavar="TEXT",
+                     help="Stop before this text; repeat for several")
+    prompt = parser.add_argument_group("prompt")
+    prompt.add_argument("--system", default=None, help="System prompt")
+    prompt.add_argument("--no-chat-template", action="store_true",
+                        help="Send the prompt as written, without the chat template")
+    show = parser.add_argument_group("output")
+    show.add_argument("--no-stream", action="store_true",
+                      help="Print the whole answer at the end")
+    show.add_argument("--no-reasoning", action="store_true",
+                      help="Hide the model's reasoning (<think> text)")
+    show.add_argument("--verbose", "-v", action="store_true",
+                      help="Print token counts and speed after each reply")
+
+
+def read_prompt(parts: list[str], stdin: TextIO | None = None) -> str | None:
+    """Join the prompt parts, reading stdin where ``-`` appears; None means chat."""
+    if not parts:
+        return None
+    stream = stdin or sys.stdin
+    texts = [stream.read().rstrip("\n") if part == STDIN_ARG else part for part in parts]
+    return "\n".join(t for t in texts if t)
+
+
+def handle(args: argparse.Namespace, out: Output) -> int:
+    # Loading runs from local files only; never reach for the Hub mid-run.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from mlxk2.engine.sampling import SamplingParams
+    from mlxk2.ops import run as ops
+    from mlxk2.output import run as render
+
+    prompt = read_prompt(args.prompt)
+    if prompt is None and out.json:
+        raise ValidationError("--json needs a prompt; interactive chat is human-only")
+    if prompt is not None and not prompt.strip():
+        raise ValidationError("The prompt is empty")
+    params = SamplingParams(
+        temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, min_p=args.min_p,
+        repetition_penalty=args.repetition_penalty, seed=args.seed,
+    )
+    model = ops.open_model(args.model)
+    use_template = not args.no_chat_template
+
+    if prompt is None:
+        session = ops.ChatSession(
+            model.loaded, params, system=args.system, use_template=use_template,
+            max_tokens=args.max_tokens, stop=tuple(args.stop),
+        )
+        if sys.stdin.isatty():
+            import readline  # noqa: F401  (line editing and history for input())
+        return render.chat_loop(session, out, model_name=model.name, verbose=args.verbose,
+                                show_reasoning=not args.no_reasoning)
+
+    prepared = ops.prepare_one_shot(
+        model.loaded, prompt, system=args.system, use_template=use_template,
+        max_tokens=args.max_tokens, stop=args.stop,
+    )
+    budget = prepared.budget
+    if budget.clamped:
+        out.warn(render.clamp_warning(budget.requested, budget.max_tokens,
+                                      model.loaded.context_length))
+    events = ops.run_one_shot(model, prepared, params)
+    if out.json:
+        return out.success("run", ops.collect(model.name, prompt, events).to_dict())
+    printer = render.ReplyPrinter(out.stdout, color=out.color,
+                                  show_reasoning=not args.no_reasoning,
+                                  buffered=args.no_stream)
+    done = render.print_reply(events, printer)
+    if args.verbose and done is not None:
+        out.warn(render.stats_line(done))
+    return 0

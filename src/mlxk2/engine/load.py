@@ -1,0 +1,131 @@
+"""Load a model and tokenizer with mlx-lm from a local folder, never from the Hub."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlxk2.errors import ModelIncompatibleError, ModelNotFoundError
+
+#: Tokens that end an assistant turn in common chat formats. gpt-oss's ``<|end|>``
+#: only closes a channel message, so it counts only without harmony channels.
+END_OF_TURN_TOKENS = (
+    "<|im_end|>",
+    "<|eot_id|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "<|return|>",
+    "<|end_of_text|>",
+    "</s>",
+)
+_PHI_END = "<|end|>"
+_HARMONY_CHANNEL = "<|channel|>"
+#: Special tokens the reasoning parser reads, so they stay in the text stream.
+REASONING_TOKENS = frozenset(
+    {"<think>", "</think>", "<|channel|>", "<|message|>", "<|end|>", "<|start|>"}
+)
+#: Config keys that hold the context length, most specific first.
+CONTEXT_KEYS = (
+    "max_position_embeddings",
+    "max_sequence_length",
+    "max_seq_len",
+    "seq_length",
+    "n_positions",
+    "n_ctx",
+    "model_max_length",
+)
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for :func:`mlxk2.engine.generate.generate`.
+
+    ``stop_token_ids`` are the EOS ids plus end-of-turn tokens in the vocab;
+    the tokenizer's ``eos_token_ids`` is set to the same set, so mlx-lm stops
+    there too. ``hidden_tokens`` maps other special token ids to their text,
+    which generation removes from the output.
+    """
+
+    model: Any
+    tokenizer: Any
+    path: Path
+    config: dict[str, Any]
+    context_length: int | None
+    stop_token_ids: frozenset[int]
+    hidden_tokens: dict[int, str] = field(default_factory=dict)
+    load_s: float = 0.0
+
+
+def context_length(config: dict[str, Any]) -> int | None:
+    """The context window from ``config.json`` keys, also inside ``text_config``."""
+    for source in (config, config.get("text_config") or {}):
+        for key in CONTEXT_KEYS:
+            value = source.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+    return None
+
+
+def stop_token_ids(tokenizer: Any) -> frozenset[int]:
+    """EOS ids known to mlx-lm plus every end-of-turn token the vocab has."""
+    ids = set(tokenizer.eos_token_ids)
+    vocab = tokenizer.get_vocab()
+    names = list(END_OF_TURN_TOKENS)
+    if _HARMONY_CHANNEL not in vocab:
+        names.append(_PHI_END)
+    ids.update(vocab[name] for name in names if name in vocab)
+    return frozenset(ids)
+
+
+def hidden_special_tokens(tokenizer: Any, stops: frozenset[int]) -> dict[int, str]:
+    """Special tokens that are neither stops nor reasoning markers, by id."""
+    decoder = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    hidden = {
+        int(i): tok.content
+        for i, tok in decoder.items()
+        if getattr(tok, "special", False) and tok.content not in REASONING_TOKENS
+    }
+    return {i: text for i, text in hidden.items() if i not in stops}
+
+
+def load_model(path: Path) -> LoadedModel:
+    """Load weights and tokenizer from a local model folder with mlx-lm.
+
+    Args:
+        path: A snapshot or workspace folder holding ``config.json``, safetensors
+            weights and tokenizer files.
+
+    Returns:
+        The loaded model with its stop tokens and context length.
+
+    Raises:
+        ModelNotFoundError: ``path`` is not an existing folder (no Hub fallback).
+        ModelIncompatibleError: mlx-lm cannot build or load the model.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelNotFoundError(f"No model folder at '{path}'")
+    started = time.perf_counter()
+    from mlx_lm.utils import load_model as mlx_load_model
+    from mlx_lm.utils import load_tokenizer
+
+    try:
+        model, config = mlx_load_model(path)
+        tokenizer = load_tokenizer(path, eos_token_ids=config.get("eos_token_id"))
+    except (ValueError, KeyError, FileNotFoundError, json.JSONDecodeError) as exc:
+        raise ModelIncompatibleError(f"mlx-lm cannot load '{path.name}': {exc}") from exc
+    stops = stop_token_ids(tokenizer)
+    tokenizer.eos_token_ids = stops
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        path=path,
+        config=config,
+        context_length=context_length(config),
+        stop_token_ids=stops,
+        hidden_tokens=hidden_special_tokens(tokenizer, stops),
+        load_s=time.perf_counter() - started,
+    )

@@ -1,0 +1,70 @@
+"""Sampling settings, turned into mlx-lm's sampler and logits processors.
+
+The defaults are mlx-lm's own: greedy decoding and no penalties, so that
+temperature 0 reproduces raw ``mlx_lm.generate`` token for token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from mlxk2.errors import ValidationError
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How the next token is chosen.
+
+    ``top_p`` 1.0, ``top_k`` 0 and ``min_p`` 0.0 switch those filters off; a
+    penalty of None is not applied at all. ``seed`` seeds MLX's random state
+    before generation, so the same prompt and seed give the same text.
+
+    Raises:
+        ValidationError: a value outside its range.
+    """
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    repetition_penalty: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[int, float] | None = None
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.temperature < 0:
+            problems.append(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            problems.append(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            problems.append(f"top_k must be >= 0, got {self.top_k}")
+        if not 0 <= self.min_p <= 1:
+            problems.append(f"min_p must be in [0, 1], got {self.min_p}")
+        if self.repetition_penalty is not None and self.repetition_penalty <= 0:
+            problems.append(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        if problems:
+            raise ValidationError("; ".join(problems))
+
+
+def make_sampler(p: SamplingParams) -> Callable[[Any], Any]:
+    """mlx-lm's sampler for ``p`` (the greedy argmax when the temperature is 0)."""
+    from mlx_lm.sample_utils import make_sampler as mlx_make_sampler
+
+    return mlx_make_sampler(temp=p.temperature, top_p=p.top_p, min_p=p.min_p, top_k=p.top_k)
+
+
+def make_logits_processors(p: SamplingParams) -> list[Callable[[Any, Any], Any]]:
+    """mlx-lm's logits processors for the penalties and bias in ``p`` (often none)."""
+    from mlx_lm.sample_utils import make_logits_processors as mlx_make_processors
+
+    return mlx_make_processors(
+        logit_bias=p.logit_bias,
+        repetition_penalty=p.repetition_penalty,
+        presence_penalty=p.presence_penalty,
+        frequency_penalty=p.frequency_penalty,
+    )

@@ -1,0 +1,249 @@
+"""``run``: check that a model can generate text, load it, and talk to it.
+
+Nothing here prints or reads input: one-shot prompts and chat turns are event
+streams (see :mod:`mlxk2.engine.generate`) that the command layer renders.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlxk2.cache.capabilities import ModelType
+from mlxk2.cache.inspect import ModelInfo, inspect_model
+from mlxk2.engine.chat import (
+    PLAIN_TURN_STOP,
+    build_prompt_tokens,
+    has_chat_template,
+    raw_prompt_tokens,
+)
+from mlxk2.engine.generate import Finished, TextChunk, TokenBudget, generate, plan_max_tokens
+from mlxk2.engine.load import LoadedModel, load_model
+from mlxk2.engine.reasoning import REASONING
+from mlxk2.engine.sampling import SamplingParams
+from mlxk2.errors import ModelIncompatibleError, ModelUnhealthyError, ValidationError
+from mlxk2.resolve import ResolvedModel, resolve
+
+Event = TextChunk | Finished
+
+
+@dataclass(frozen=True)
+class RunnableModel:
+    """A resolved model that passed the checks, and its loaded weights."""
+
+    resolved: ResolvedModel
+    info: ModelInfo
+    loaded: LoadedModel
+
+    @property
+    def name(self) -> str:
+        return self.resolved.name
+
+
+def check_runnable(spec: str, root: Path | None = None) -> tuple[ResolvedModel, ModelInfo]:
+    """Resolve ``spec`` and refuse, with the reason ``list`` shows, what cannot generate.
+
+    Raises:
+        ModelNotFoundError, AmbiguousMatchError, ValidationError: from resolution.
+        ModelUnhealthyError: the files fail the integrity check.
+        ModelIncompatibleError: an embedding model, a non-MLX framework or an
+            architecture the installed mlx-lm does not support.
+    """
+    resolved = resolve(spec, root)
+    info = inspect_model(resolved)
+    if not info.healthy:
+        raise ModelUnhealthyError(
+            f"Model '{info.name}' is unhealthy: {info.reason}", model=info.name,
+            reason=info.reason,
+        )
+    if info.model_type == ModelType.EMBEDDING.value:
+        raise ModelIncompatibleError(
+            f"Model '{info.name}' is an embedding model; run generates text",
+            model=info.name, reason="embedding model",
+        )
+    if not info.runtime_compatible:
+        raise ModelIncompatibleError(
+            f"Model '{info.name}' cannot run with mlx-lm: {info.reason}", model=info.name,
+            reason=info.reason,
+        )
+    if resolved.path is None:  # inspect reports this as unhealthy; kept for type narrowing
+        raise ModelUnhealthyError(f"Model '{info.name}' has no snapshot", model=info.name)
+    return resolved, info
+
+
+def open_model(
+    spec: str,
+    root: Path | None = None,
+    loader: Callable[[Path], LoadedModel] = load_model,
+) -> RunnableModel:
+    """:func:`check_runnable`, then load the local snapshot or workspace folder."""
+    resolved, info = check_runnable(spec, root)
+    assert resolved.path is not None
+    return RunnableModel(resolved, info, loader(resolved.path))
+
+
+@dataclass(frozen=True)
+class PreparedPrompt:
+    """Prompt tokens with the token budget and stop strings that go with them."""
+
+    tokens: list[int]
+    budget: TokenBudget
+    stop: tuple[str, ...]
+
+
+def prepare_one_shot(
+    loaded: LoadedModel,
+    prompt: str,
+    *,
+    system: str | None = None,
+    use_template: bool = True,
+    max_tokens: int | None = None,
+    stop: Sequence[str] = (),
+) -> PreparedPrompt:
+    """Tokens for a single prompt.
+
+    Chat models get their template; a model without one, or ``use_template``
+    False, gets the prompt as written (after the system text, if any).
+    """
+    if use_template and has_chat_template(loaded.tokenizer):
+        messages = _with_system(system, [{"role": "user", "content": prompt}])
+        tokens = build_prompt_tokens(loaded.tokenizer, messages)
+    else:
+        text = f"{system}\n\n{prompt}" if system else prompt
+        tokens = raw_prompt_tokens(loaded.tokenizer, text)
+    budget = plan_max_tokens(loaded.context_length, len(tokens), max_tokens)
+    return PreparedPrompt(tokens, budget, tuple(stop))
+
+
+def _with_system(system: str | None, messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    return ([{"role": "system", "content": system}] if system else []) + messages
+
+
+@dataclass
+class Turn:
+    """One chat reply in progress: its budget, and the events to read."""
+
+    budget: TokenBudget
+    events: Iterator[Event]
+
+
+@dataclass
+class ChatSession:
+    """A conversation that keeps its history between turns.
+
+    Models without a chat template use the plain ``User:``/``Assistant:``
+    format, with ``"\\nUser:"`` as an extra stop string.
+    """
+
+    loaded: LoadedModel
+    params: SamplingParams = field(default_factory=SamplingParams)
+    system: str | None = None
+    use_template: bool = True
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    messages: list[dict[str, str]] = field(default_factory=list)
+
+    def clear(self) -> None:
+        """Forget the conversation (the system prompt stays)."""
+        self.messages.clear()
+
+    @property
+    def templated(self) -> bool:
+        return self.use_template and has_chat_template(self.loaded.tokenizer)
+
+    def start_turn(self, user_text: str) -> Turn:
+        """Add the user's message and start the reply.
+
+        The reply's answer text joins the history when the events are used up
+        or closed early (an interrupted reply keeps what was shown).
+
+        Raises:
+            ValidationError: the conversation no longer fits the context.
+        """
+        self.messages.append({"role": "user", "content": user_text})
+        conversation = _with_system(self.system, self.messages)
+        tokens = build_prompt_tokens(
+            self.loaded.tokenizer, conversation, use_template=self.templated
+        )
+        try:
+            budget = plan_max_tokens(self.loaded.context_length, len(tokens), self.max_tokens)
+        except ValidationError:
+            self.messages.pop()
+            raise
+        stop = self.stop if self.templated else (*self.stop, PLAIN_TURN_STOP)
+        return Turn(budget, self._reply(tokens, budget.max_tokens, stop))
+
+    def _reply(self, tokens: list[int], max_tokens: int, stop: tuple[str, ...]) -> Iterator[Event]:
+        answer: list[str] = []
+        try:
+            for event in generate(self.loaded, tokens, self.params, max_tokens=max_tokens,
+                                  stop=stop):
+                if isinstance(event, TextChunk) and event.kind != REASONING:
+                    answer.append(event.text)
+                yield event
+        finally:
+            self.messages.append({"role": "assistant", "content": "".join(answer).strip()})
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A finished one-shot generation, as the ``run --json`` data."""
+
+    model: str
+    prompt: str
+    response: str
+    reasoning: str | None
+    finished: Finished
+
+    def to_dict(self) -> dict[str, Any]:
+        done = self.finished
+        data: dict[str, Any] = {
+            "model": self.model,
+            "prompt": self.prompt,
+            "response": self.response,
+            "tokens_generated": done.completion_tokens,
+            "generation_time_s": round(done.generation_s, 4),
+        }
+        if self.reasoning:
+            data["reasoning"] = self.reasoning
+        data["usage"] = {
+            "prompt_tokens": done.prompt_tokens,
+            "completion_tokens": done.completion_tokens,
+            "total_tokens": done.prompt_tokens + done.completion_tokens,
+        }
+        data["finish_reason"] = done.finish_reason
+        data["timings"] = {
+            "load_s": round(done.load_s, 4),
+            "ttft_s": round(done.ttft_s, 4),
+            "tokens_per_s": round(done.tokens_per_s, 2),
+        }
+        return data
+
+
+def run_one_shot(
+    model: RunnableModel, prepared: PreparedPrompt, params: SamplingParams
+) -> Iterator[Event]:
+    """Events for one prompt prepared by :func:`prepare_one_shot`."""
+    return generate(
+        model.loaded, prepared.tokens, params,
+        max_tokens=prepared.budget.max_tokens, stop=prepared.stop,
+    )
+
+
+def collect(model_name: str, prompt: str, events: Iterable[Event]) -> RunResult:
+    """Read a whole event stream into a :class:`RunResult`."""
+    content: list[str] = []
+    reasoning: list[str] = []
+    finished: Finished | None = None
+    for event in events:
+        if isinstance(event, Finished):
+            finished = event
+        elif event.kind == REASONING:
+            reasoning.append(event.text)
+        else:
+            content.append(event.text)
+    if finished is None:  # generate() always ends with Finished
+        raise RuntimeError("generation ended without a Finished event")
+    return RunResult(model_name, prompt, "".join(content), "".join(reasoning) or None, finished)

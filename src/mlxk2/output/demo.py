@@ -1,0 +1,20 @@
+"""Human text for ``demo``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlxk2.output.format import human_size
+from mlxk2.output.sink import Output
+
+
+def render_demo(data: dict[str, Any], out: Output) -> str:
+    variant = data["preset"] + (f", {data['quantize_bits']}-bit" if data["quantize_bits"] else "")
+    kind = "chat" if data["chat_template"] else "base"
+    where = "into the cache" if data["cached"] else "into the workspace"
+    short = data["model"].split("/", 1)[1] if data["cached"] else data["model"]
+    return (
+        f"Built demo {kind} model {data['model']} ({variant}, {human_size(data['size_bytes'])}) "
+        f"{where}.\nIts weights are random: expect fluent-looking noise.\n"
+        f"Try: mlxk2 run {short} \"Hello\""
+    )

@@ -1,0 +1,169 @@
+"""Human output for ``run``: streamed replies, reasoning marking, and the chat loop."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable
+from typing import Any, TextIO
+
+from mlxk2.engine.generate import Finished, TextChunk
+from mlxk2.engine.reasoning import REASONING
+from mlxk2.output.format import paint
+from mlxk2.output.sink import Output
+
+REASONING_OPEN = "[reasoning]"
+REASONING_CLOSE = "[/reasoning]"
+CHAT_PROMPT = ">>> "
+CHAT_HELP = "Type a message. /clear forgets the conversation, /exit or Ctrl-D leaves."
+
+
+class ReplyPrinter:
+    """Write one reply's chunks as they arrive (or all at the end).
+
+    Reasoning is framed by ``[reasoning]`` … ``[/reasoning]`` (dim when colour
+    is on) or left out entirely; without colour no control codes are written.
+    """
+
+    def __init__(self, stream: TextIO, *, color: bool, show_reasoning: bool = True,
+                 buffered: bool = False) -> None:
+        self._stream = stream
+        self._color = color
+        self._show_reasoning = show_reasoning
+        self._buffered = buffered
+        self._parts: list[str] = []
+        self._in_reasoning = False
+        self._wrote = False
+        self._last = ""
+
+    def chunk(self, event: TextChunk) -> None:
+        if event.kind == REASONING:
+            if not self._show_reasoning:
+                return
+            if not self._in_reasoning:
+                self._write(paint(REASONING_OPEN, "dim", self._color) + "\n")
+                self._in_reasoning = True
+            self._write(paint(event.text, "dim", self._color))
+            return
+        self._close_reasoning()
+        self._write(event.text)
+
+    def finish(self) -> None:
+        """End the reply with a newline and flush anything buffered."""
+        self._close_reasoning()
+        if self._wrote and not self._last.endswith("\n"):
+            self._write("\n")
+        if self._buffered:
+            self._stream.write("".join(self._parts))
+            self._parts.clear()
+        self._stream.flush()
+
+    def _close_reasoning(self) -> None:
+        if self._in_reasoning:
+            newline = "" if self._last.endswith("\n") else "\n"
+            self._write(newline + paint(REASONING_CLOSE, "dim", self._color) + "\n\n")
+            self._in_reasoning = False
+
+    def _write(self, text: str) -> None:
+        if not text:
+            return
+        self._wrote = True
+        self._last = text
+        if self._buffered:
+            self._parts.append(text)
+        else:
+            self._stream.write(text)
+            self._stream.flush()
+
+
+def print_reply(events: Iterable[TextChunk | Finished], printer: ReplyPrinter) -> Finished | None:
+    """Feed every event to ``printer``; return the final :class:`Finished`."""
+    finished = None
+    for event in events:
+        if isinstance(event, Finished):
+            finished = event
+        else:
+            printer.chunk(event)
+    printer.finish()
+    return finished
+
+
+def stats_line(done: Finished) -> str:
+    """``--verbose`` summary of one reply."""
+    return (
+        f"[{done.completion_tokens} tokens, {done.tokens_per_s:.1f} tok/s, "
+        f"first token {done.ttft_s * 1000:.0f} ms, {done.finish_reason}]"
+    )
+
+
+def clamp_warning(requested: int, allowed: int, context: int | None) -> str:
+    return (
+        f"Warning: --max-tokens {requested} does not fit the model's context "
+        f"({context} tokens with the prompt); using {allowed}."
+    )
+
+
+def chat_loop(
+    session: Any,
+    out: Output,
+    *,
+    model_name: str,
+    verbose: bool = False,
+    show_reasoning: bool = True,
+    read_line: Callable[[str], str] = input,
+) -> int:
+    """Interactive chat until ``/exit`` or end of input.
+
+    Ctrl-C while a reply streams stops that reply and returns to the prompt;
+    Ctrl-C at the prompt clears the line.
+
+    Args:
+        session: An :class:`mlxk2.ops.run.ChatSession`.
+        out: The invocation's sink; replies go to its stdout, notes to stderr.
+        model_name: Shown in the greeting.
+        verbose: Print token statistics after each reply.
+        show_reasoning: Show reasoning text framed, or hide it.
+        read_line: Reads one line after showing a prompt (``input`` by default).
+    """
+    out.warn(f"Chatting with {model_name}. {CHAT_HELP}")
+    while True:
+        try:
+            line = read_line(CHAT_PROMPT)
+        except EOFError:
+            out.stdout.write("\n")
+            out.stdout.flush()
+            return 0
+        except KeyboardInterrupt:
+            out.stdout.write("\n")
+            continue
+        text = line.strip()
+        if not text:
+            continue
+        if text in ("/exit", "/quit", "/bye"):
+            return 0
+        if text == "/clear":
+            session.clear()
+            out.warn("(conversation cleared)")
+            continue
+        if text.startswith("/") and " " not in text:
+            out.warn(f"Unknown command {text}. {CHAT_HELP}")
+            continue
+        _chat_turn(session, out, text, verbose=verbose, show_reasoning=show_reasoning)
+
+
+def _chat_turn(session: Any, out: Output, text: str, *, verbose: bool,
+               show_reasoning: bool) -> None:
+    turn = session.start_turn(text)
+    if turn.budget.clamped:
+        out.warn(clamp_warning(turn.budget.requested, turn.budget.max_tokens,
+                               session.loaded.context_length))
+    printer = ReplyPrinter(out.stdout, color=out.color, show_reasoning=show_reasoning)
+    try:
+        done = print_reply(turn.events, printer)
+    except KeyboardInterrupt:
+        with contextlib.suppress(KeyboardInterrupt):
+            turn.events.close()
+        printer.finish()
+        out.warn("(reply stopped)")
+        return
+    if verbose and done is not None:
+        out.warn(stats_line(done))
