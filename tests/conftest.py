@@ -10,4 +10,5 @@ pytest_plugins = [
     "tests.fixtures.cli",
     "tests.fixtures.hub",
     "tests.fixtures.cache",
+    "tests.fixtures.models",
 ]
