@@ -62,7 +62,7 @@ class _Scan:
     dangling: list[str] = field(default_factory=list)
     loops: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
-    not_files: list[str] = field(default_factory=list)  # e.g. a folder named config.json
+    not_files: list[str] = field(default_factory=list)  # folders and links to folders
     incomplete_blobs: int = 0
     problem: str | None = None  # the folder itself is unusable
 
@@ -156,6 +156,7 @@ def _walk(scan: _Scan, folder: Path, prefix: str) -> None:
         for entry in entries:
             rel = prefix + entry.name
             if entry.is_dir(follow_symlinks=False):
+                scan.not_files.append(rel)
                 if not entry.name.startswith("."):
                     try:
                         _walk(scan, Path(entry.path), rel + "/")
