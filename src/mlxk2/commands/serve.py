@@ -1,0 +1,91 @@
+"""Start an OpenAI-compatible API server with continuous batching.
+
+Binds to 127.0.0.1 unless --host says otherwise. Endpoints: /health,
+/v1/models, /v1/chat/completions, /v1/completions and /metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from mlxk2.output.sink import Output
+
+API_KEY_ENV = "MLXK2_API_KEY"
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="Model to preload and use when a request names none")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="Interface to bind (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=8000, help="Port (default: %(default)s)")
+    parser.add_argument("--max-tokens", type=_positive, default=None,
+                        help="Cap on generated tokens per request (default: the context size)")
+    parser.add_argument("--api-key", default=None,
+                        help=f"Require 'Authorization: Bearer KEY' on /v1 and /metrics "
+                             f"(or set {API_KEY_ENV})")
+    parser.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                        help="Allow this browser origin (repeatable; CORS is off without it)")
+    parser.add_argument("--keep-alive", default="5m",
+                        help="Unload a model idle this long: 30s, 5m, 1h, never (default: 5m)")
+    parser.add_argument("--max-loaded-models", type=_positive, default=1,
+                        help="Models kept in memory, least recently used evicted (default: 1)")
+    parser.add_argument("--max-concurrency", type=_positive, default=8,
+                        help="Requests decoded together in one batch (default: 8)")
+    parser.add_argument("--max-queue", type=int, default=64,
+                        help="Requests that may wait for a slot before 503 (default: 64)")
+    parser.add_argument("--log-level", default="info",
+                        choices=["debug", "info", "warning", "error", "critical"])
+    parser.add_argument("--log-json", action="store_true", help="Log one JSON object per line")
+
+
+def handle(args: argparse.Namespace, out: Output) -> int:
+    from mlxk2.server import ModelProvider, ServerConfig, Worker, create_app, parse_duration
+    from mlxk2.server.runner import configure_logging, run_app
+
+    config = ServerConfig(
+        host=args.host,
+        port=args.port,
+        model=args.model,
+        max_tokens=args.max_tokens,
+        api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
+        cors_origins=tuple(args.cors_origin),
+        keep_alive=parse_duration(args.keep_alive),
+        max_loaded_models=args.max_loaded_models,
+        max_concurrency=args.max_concurrency,
+        max_queue=max(0, args.max_queue),
+        log_level=args.log_level,
+        log_json=args.log_json,
+    )
+    configure_logging(config.log_level, config.log_json)
+    worker = Worker()
+    worker.start()
+    provider = ModelProvider(
+        worker,
+        max_loaded=config.max_loaded_models,
+        keep_alive=config.keep_alive,
+        max_batch=config.max_concurrency,
+    )
+    try:
+        if config.model:
+            out.warn(f"Loading {config.model} ...")
+            provider.preload(config.model)
+    except BaseException:
+        worker.stop()
+        raise
+    url = f"http://{config.host}:{config.port}"
+    scope = "loopback only" if config.host in ("127.0.0.1", "localhost", "::1") else \
+        "reachable from the network"
+    out.warn(f"mlxk2 server on {url} ({scope}); OpenAI base URL {url}/v1")
+    app = create_app(config, provider)
+    run_app(app, config)
+    data = {"host": config.host, "port": config.port, "model": config.model,
+            "stopped": True}
+    return out.success("server", data, render=lambda d, o: "Server stopped.")

@@ -1,0 +1,98 @@
+"""OpenAI-shaped errors: one table from exception class to HTTP status and body.
+
+Handlers raise; nothing else in the server picks a status code. A 500 carries a
+fixed message so that paths and tracebacks stay in the server log.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlxk2.errors import (
+    AmbiguousMatchError,
+    ModelIncompatibleError,
+    ModelNotFoundError,
+    ModelUnhealthyError,
+    ValidationError,
+)
+
+
+class ApiError(Exception):
+    """An error with a chosen HTTP status and OpenAI ``error`` fields."""
+
+    status: int = 400
+    kind: str = "invalid_request_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+
+class BadRequestError(ApiError):
+    """Malformed JSON, a wrongly typed field, or a value the engine cannot honour."""
+
+
+class AuthenticationError(ApiError):
+    status = 401
+    kind = "authentication_error"
+    code = "invalid_api_key"
+
+
+class BodyTooLargeError(ApiError):
+    status = 413
+    code = "request_too_large"
+
+
+class ServiceUnavailableError(ApiError):
+    """The queue is full or the server is shutting down; the client may retry later."""
+
+    status = 503
+    kind = "server_error"
+    code = "server_overloaded"
+
+
+class ModelTooLargeError(ModelIncompatibleError, MemoryError):
+    """The model's weights exceed the memory available to load them.
+
+    It is a ``model_incompatible`` error for the CLI (the model cannot run on this
+    machine now) and a 507 for HTTP clients.
+    """
+
+
+#: Library errors by class; the first base class found in an exception's MRO wins.
+_TABLE: dict[type[BaseException], tuple[int, str, str]] = {
+    ModelTooLargeError: (507, "insufficient_storage", "model_too_large"),
+    ModelNotFoundError: (404, "invalid_request_error", "model_not_found"),
+    AmbiguousMatchError: (400, "invalid_request_error", "ambiguous_model"),
+    ModelUnhealthyError: (400, "invalid_request_error", "model_unhealthy"),
+    ModelIncompatibleError: (400, "invalid_request_error", "model_incompatible"),
+    ValidationError: (400, "invalid_request_error", "invalid_value"),
+}
+
+INTERNAL_MESSAGE = "The server failed to process the request."
+
+
+def error_body(message: str, kind: str, param: str | None = None,
+               code: str | None = None) -> dict[str, Any]:
+    """The body OpenAI clients parse: ``{"error": {message, type, param, code}}``."""
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def to_status_and_body(exc: BaseException) -> tuple[int, dict[str, Any]]:
+    """Map any exception to its HTTP status and OpenAI error body.
+
+    Unknown exceptions become a 500 whose message reveals nothing about the host.
+    """
+    if isinstance(exc, ApiError):
+        return exc.status, error_body(exc.message, exc.kind, exc.param, exc.code)
+    for cls in type(exc).__mro__:
+        entry = _TABLE.get(cls)
+        if entry is not None:
+            status, kind, code = entry
+            message = getattr(exc, "message", None) or str(exc)
+            return status, error_body(message, kind, None, code)
+    return 500, error_body(INTERNAL_MESSAGE, "server_error", None, "internal_error")

@@ -1,0 +1,47 @@
+"""How much memory a model needs and how much the machine can give it."""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable
+from pathlib import Path
+
+#: Returns the bytes currently available for a new model, or None when unknown.
+MemoryProbe = Callable[[], "int | None"]
+
+_WEIGHT_SUFFIXES = (".safetensors", ".npz")
+
+
+def available_memory_bytes(meminfo: Path = Path("/proc/meminfo")) -> int | None:
+    """``MemAvailable`` on Linux; all of unified memory on macOS, where MLX can page."""
+    if platform.system() == "Darwin":
+        from mlxk2.ops.version import memory_total_bytes
+
+        return memory_total_bytes()
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def weight_bytes(model_dir: Path) -> int:
+    """Bytes of weight files: the memory a load will take, give or take the KV cache."""
+    return sum(
+        p.stat().st_size
+        for p in model_dir.iterdir()
+        if p.name.endswith(_WEIGHT_SUFFIXES) and p.is_file()
+    )
+
+
+def rss_bytes(status: Path = Path("/proc/self/status")) -> int | None:
+    """Resident set size of this process (Linux), for ``/health`` and the soak test."""
+    try:
+        for line in status.read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None

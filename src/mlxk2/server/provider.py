@@ -1,0 +1,253 @@
+"""Model lifecycle for the server: resolve, check, load once, keep the recent ones.
+
+The provider is injected into the app (no module globals). Loading and unloading
+happen on the MLX worker thread; the bookkeeping happens on the event loop, so
+it needs no locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlxk2.errors import ModelIncompatibleError, ModelUnhealthyError
+from mlxk2.server.errors import ModelTooLargeError
+from mlxk2.server.memory import MemoryProbe, available_memory_bytes, weight_bytes
+from mlxk2.server.scheduler import ModelBatch, Worker
+
+if TYPE_CHECKING:
+    from mlxk2.cache.inspect import ModelInfo
+    from mlxk2.engine.load import LoadedModel
+    from mlxk2.resolve import ResolvedModel
+
+log = logging.getLogger("mlxk2.server")
+
+Loader = Callable[[Path], "LoadedModel"]
+Resolver = Callable[[str], "ResolvedModel"]
+
+
+@dataclass(frozen=True)
+class Runnable:
+    """A model that passed resolution and both checks, not yet loaded."""
+
+    name: str
+    path: Path
+    info: ModelInfo
+    weight_bytes: int
+
+
+@dataclass(eq=False)
+class LoadedEntry:
+    """A loaded model, its batch, and how busy it is."""
+
+    name: str
+    path: Path
+    batch: ModelBatch
+    weight_bytes: int
+    active: int = 0
+    last_used: float = field(default_factory=time.monotonic)
+
+    @property
+    def loaded(self) -> LoadedModel:
+        return self.batch.loaded
+
+
+def check_runnable(resolved: ResolvedModel) -> Runnable:
+    """Apply the same checks as ``run``: integrity, runtime support, not an embedder.
+
+    Raises:
+        ModelUnhealthyError: The files are damaged or incomplete.
+        ModelIncompatibleError: mlx-lm cannot generate text with this model.
+    """
+    from mlxk2.cache.inspect import inspect_model
+
+    info = inspect_model(resolved)
+    if not info.healthy:
+        raise ModelUnhealthyError(f"Model '{info.name}' is unhealthy: {info.reason}")
+    if not info.runnable or resolved.path is None:
+        reason = info.reason or f"'{info.model_type}' models cannot generate text"
+        raise ModelIncompatibleError(f"Model '{info.name}' cannot be served: {reason}")
+    return Runnable(info.name, resolved.path, info, weight_bytes(resolved.path))
+
+
+def _default_resolver(spec: str) -> ResolvedModel:
+    from mlxk2.resolve import resolve
+
+    return resolve(spec)
+
+
+def _default_loader(path: Path) -> LoadedModel:
+    from mlxk2.engine.load import load_model
+
+    return load_model(path)
+
+
+class ModelProvider:
+    """Loads models on first use and unloads them by LRU order and idle time.
+
+    Args:
+        worker: The MLX thread that performs loads and generation.
+        max_loaded: Models kept loaded at once.
+        keep_alive: Idle seconds before unloading; None never unloads.
+        max_batch: Sequences one model decodes together.
+        resolver: Spec to :class:`ResolvedModel` (defaults to :func:`mlxk2.resolve.resolve`).
+        loader: Folder to loaded model (defaults to :func:`mlxk2.engine.load.load_model`).
+        memory_probe: Bytes available for a new model, or None when unknown.
+    """
+
+    def __init__(
+        self,
+        worker: Worker,
+        *,
+        max_loaded: int = 1,
+        keep_alive: float | None = 300.0,
+        max_batch: int = 8,
+        resolver: Resolver | None = None,
+        loader: Loader | None = None,
+        memory_probe: MemoryProbe | None = None,
+    ) -> None:
+        self.worker = worker
+        self.max_loaded = max(1, max_loaded)
+        self.keep_alive = keep_alive
+        self.max_batch = max_batch
+        self._resolve = resolver or _default_resolver
+        self._load = loader or _default_loader
+        self._memory = memory_probe or available_memory_bytes
+        self._loaded: OrderedDict[Path, LoadedEntry] = OrderedDict()
+        self._loading: dict[Path, asyncio.Future[LoadedEntry]] = {}
+        self._workspaces: dict[str, Path] = {}
+        self.on_change: Callable[[int], None] = lambda count: None
+
+    # -- queries ---------------------------------------------------------------
+
+    def loaded_names(self) -> list[str]:
+        return [entry.name for entry in self._loaded.values()]
+
+    def workspace_names(self) -> list[str]:
+        """Workspace models this server has loaded, which ``list`` cannot see."""
+        return list(self._workspaces)
+
+    def runnable(self, spec: str) -> Runnable:
+        """Resolve and check a model without loading it (blocking file I/O)."""
+        return check_runnable(self._resolve(spec))
+
+    # -- loading ---------------------------------------------------------------
+
+    def preload(self, spec: str) -> LoadedEntry:
+        """Load a model before the event loop runs (``serve --model``).
+
+        Raises:
+            MlxkError: Resolution, health, runtime, memory or load failures.
+        """
+        target = self.runnable(spec)
+        self._check_memory(target)
+        entry = self.worker.call(self._build_entry, target).result()
+        self._remember(target, entry)
+        return entry
+
+    async def acquire(self, spec: str) -> LoadedEntry:
+        """The loaded model for ``spec``, loading it once however many ask at once.
+
+        The caller must :meth:`release` the entry when its request ends.
+        """
+        target = await asyncio.to_thread(self.runnable, spec)
+        entry = self._loaded.get(target.path)
+        if entry is None:
+            pending = self._loading.get(target.path)
+            if pending is None:
+                pending = asyncio.ensure_future(self._load_entry(target))
+                self._loading[target.path] = pending
+                pending.add_done_callback(lambda _: self._loading.pop(target.path, None))
+            entry = await asyncio.shield(pending)
+        entry.active += 1
+        entry.last_used = time.monotonic()
+        self._loaded.move_to_end(entry.path)
+        return entry
+
+    def release(self, entry: LoadedEntry) -> None:
+        entry.active -= 1
+        entry.last_used = time.monotonic()
+
+    async def _load_entry(self, target: Runnable) -> LoadedEntry:
+        await self._evict_idle(self.max_loaded - 1)
+        self._check_memory(target)
+        future = self.worker.call(self._build_entry, target)
+        entry = await asyncio.wrap_future(future)
+        self._remember(target, entry)
+        await self._evict_idle(self.max_loaded)
+        return entry
+
+    def _build_entry(self, target: Runnable) -> LoadedEntry:
+        """Runs on the MLX thread."""
+        loaded = self._load(target.path)
+        log.info("loaded %s in %.2fs", target.name, getattr(loaded, "load_s", 0.0))
+        return LoadedEntry(target.name, target.path, ModelBatch(loaded, self.max_batch),
+                           target.weight_bytes)
+
+    def _remember(self, target: Runnable, entry: LoadedEntry) -> None:
+        self._loaded[target.path] = entry
+        if not target.info.cached:
+            self._workspaces[target.name] = target.path
+        self.on_change(len(self._loaded))
+
+    def _check_memory(self, target: Runnable) -> None:
+        available = self._memory()
+        if available is not None and target.weight_bytes > available:
+            raise ModelTooLargeError(
+                f"Model '{target.name}' needs about {target.weight_bytes} bytes of memory; "
+                f"{available} are available",
+            )
+
+    # -- unloading -------------------------------------------------------------
+
+    async def _evict_idle(self, keep: int) -> None:
+        """Unload idle models, least recently used first, until at most ``keep`` remain.
+
+        Busy models are never dropped, so the limit may be exceeded until they finish.
+        """
+        while len(self._loaded) > keep:
+            idle = [e for e in self._loaded.values() if e.active == 0]
+            if not idle:
+                return
+            await self.unload(idle[0])
+
+    async def unload(self, entry: LoadedEntry) -> None:
+        """Drop a model and give its memory back."""
+        if self._loaded.get(entry.path) is not entry:
+            return
+        del self._loaded[entry.path]
+        await asyncio.wrap_future(self.worker.release(entry.batch))
+        log.info("unloaded %s", entry.name)
+        self.on_change(len(self._loaded))
+
+    async def reap_idle(self, now: float | None = None) -> list[str]:
+        """Unload models idle for longer than ``keep_alive``, and idle models over the
+        LRU limit that were kept while busy; return the names of expired models."""
+        await self._evict_idle(self.max_loaded)
+        if self.keep_alive is None:
+            return []
+        now = time.monotonic() if now is None else now
+        expired = [e for e in self._loaded.values()
+                   if e.active == 0 and now - e.last_used >= self.keep_alive]
+        for entry in expired:
+            await self.unload(entry)
+        return [e.name for e in expired]
+
+    async def close(self) -> None:
+        for entry in list(self._loaded.values()):
+            await self.unload(entry)
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Loaded models for ``/health``."""
+        now = time.monotonic()
+        return [
+            {"name": e.name, "active_requests": e.active,
+             "idle_seconds": round(now - e.last_used, 3) if e.active == 0 else 0.0}
+            for e in self._loaded.values()
+        ]

@@ -1,0 +1,81 @@
+"""Running the app under uvicorn with a graceful, exit-0 shutdown on SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import time
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from mlxk2.server.config import ServerConfig
+
+#: Seconds uvicorn waits for open connections after a signal before cutting them.
+GRACEFUL_TIMEOUT = 10
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line, for log shippers."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure_logging(level: str, as_json: bool) -> None:
+    """Route our logs and uvicorn's to stderr in one format."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLogFormatter() if as_json else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+
+
+def run_app(app: FastAPI, config: ServerConfig) -> None:
+    """Serve until a signal arrives; return normally so the process can exit 0.
+
+    On SIGINT or SIGTERM the app stops taking requests (503), ends running streams
+    with an error event and ``[DONE]``, and uvicorn closes the remaining connections.
+    A second SIGINT forces the exit.
+    """
+    import uvicorn
+
+    state = app.state.mlxk
+
+    class _Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            # Not recorded in _captured_signals: uvicorn would re-raise it and
+            # the process would die by the signal instead of exiting 0.
+            state.begin_shutdown()
+            if self.should_exit and sig == signal.SIGINT:
+                self.force_exit = True
+            else:
+                self.should_exit = True
+
+    uv_config = uvicorn.Config(
+        app,
+        host=config.host,
+        port=config.port,
+        log_config=None,
+        access_log=config.log_level.lower() == "debug",
+        timeout_graceful_shutdown=GRACEFUL_TIMEOUT,
+        lifespan="on",
+    )
+    _Server(uv_config).run()

@@ -1,0 +1,347 @@
+"""Continuous batching on one MLX thread.
+
+Every MLX call (load, prefill, decode, unload) runs on the worker thread, so the
+event loop never blocks on the model and MLX never sees two threads. Each loaded
+model has one :class:`ModelBatch` around mlx-lm's ``BatchGenerator``; requests join
+and leave it between decode steps. The asyncio side hands work over through a
+thread-safe command queue and gets events back through ``call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlxk2.engine.load import LoadedModel
+    from mlxk2.engine.sampling import SamplingParams
+
+log = logging.getLogger("mlxk2.server")
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One completion to run: tokens in, limits and sampling for this request only."""
+
+    prompt_tokens: list[int]
+    max_tokens: int
+    sampling: SamplingParams
+    stops: tuple[str, ...] = ()
+    split_reasoning: bool = True
+    start_in_reasoning: bool = False
+
+
+@dataclass(frozen=True)
+class Delta:
+    """New text since the previous event; either part may be empty."""
+
+    content: str
+    reasoning: str = ""
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The last event of a completed request."""
+
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    first_token_seconds: float | None
+    decode_seconds: float
+
+
+@dataclass(frozen=True)
+class Aborted:
+    """The last event of a request the server had to cut short."""
+
+    error: BaseException
+
+
+Event = Delta | Finished | Aborted
+Sink = Callable[[Event], None]
+
+
+class _Live:
+    """Worker-side state of one running request."""
+
+    def __init__(self, request: GenerationRequest, loaded: LoadedModel, sink: Sink) -> None:
+        from mlxk2.engine.reasoning import ReasoningParser
+        from mlxk2.engine.stops import StopMatcher
+
+        self.sink = sink
+        self.prompt_len = len(request.prompt_tokens)
+        self.detokenizer = loaded.tokenizer.detokenizer
+        self.stops = StopMatcher(list(request.stops))
+        self.reasoning = (
+            ReasoningParser(start_in_reasoning=request.start_in_reasoning)
+            if request.split_reasoning else None
+        )
+        self.generated = 0
+        self.started = time.perf_counter()
+        self.first_token_at: float | None = None
+
+    def split(self, text: str, final: bool) -> Delta | None:
+        """Route text to content or reasoning; on the last call, flush held-back text."""
+        if self.reasoning is None:
+            return Delta(text) if text else None
+        parts = self.reasoning.feed(text) if text else []
+        if final:
+            parts = [*parts, *self.reasoning.flush()]
+        content = "".join(t for kind, t in parts if kind == "content")
+        reasoning = "".join(t for kind, t in parts if kind == "reasoning")
+        return Delta(content, reasoning) if content or reasoning else None
+
+    def finish(self, reason: str) -> Finished:
+        now = time.perf_counter()
+        first = self.first_token_at
+        return Finished(
+            finish_reason=reason,
+            prompt_tokens=self.prompt_len,
+            completion_tokens=self.generated,
+            first_token_seconds=None if first is None else first - self.started,
+            decode_seconds=0.0 if first is None else now - first,
+        )
+
+
+class ModelBatch:
+    """One model's running batch. Only the worker thread touches it."""
+
+    def __init__(self, loaded: LoadedModel, max_batch: int) -> None:
+        from mlx_lm.generate import BatchGenerator
+
+        self.loaded = loaded
+        stop_tokens = [[t] for t in sorted(loaded.stop_token_ids)]
+        self._generator = BatchGenerator(
+            loaded.model,
+            stop_tokens=stop_tokens or None,
+            completion_batch_size=max_batch,
+            prefill_batch_size=max_batch,
+        )
+        self._live: dict[int, _Live] = {}
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._live)
+
+    def add(self, request: GenerationRequest, sink: Sink) -> int:
+        """Queue a request into the running batch; it joins at the next step."""
+        from mlxk2.engine.sampling import make_logits_processors, make_sampler
+
+        live = _Live(request, self.loaded, sink)
+        if request.sampling.seed is not None:
+            import mlx.core as mx
+
+            # MLX has one random state; a seed makes a request reproducible when run alone.
+            mx.random.seed(request.sampling.seed)
+        (uid,) = self._generator.insert(
+            [request.prompt_tokens],
+            max_tokens=[request.max_tokens],
+            samplers=[make_sampler(request.sampling)],
+            logits_processors=[make_logits_processors(request.sampling)],
+        )
+        self._live[uid] = live
+        return uid
+
+    def cancel(self, uid: int) -> None:
+        """Drop a request, e.g. after a disconnect; its slot is free at the next step."""
+        if self._live.pop(uid, None) is not None:
+            self._generator.remove([uid])
+
+    def abort_all(self, error: BaseException) -> None:
+        for uid, live in list(self._live.items()):
+            self._generator.remove([uid])
+            live.sink(Aborted(error))
+        self._live.clear()
+
+    def step(self) -> None:
+        """Run one prefill/decode step and deliver the new text of each request."""
+        _, responses = self._generator.next()
+        for response in responses:
+            live = self._live.get(response.uid)
+            if live is not None:
+                self._deliver(response.uid, live, response.token, response.finish_reason)
+
+    def _deliver(self, uid: int, live: _Live, token: int, engine_finish: str | None) -> None:
+        if live.first_token_at is None:
+            live.first_token_at = time.perf_counter()
+        live.generated += 1
+        # The generator only stops on end-of-sequence tokens, which never show as text.
+        hit_eos = engine_finish == "stop"
+        if not hit_eos and token not in self.loaded.hidden_tokens:
+            live.detokenizer.add_token(token)
+        if engine_finish is not None:
+            live.detokenizer.finalize()
+        text, stopped = live.stops.feed(live.detokenizer.last_segment)
+        if stopped:
+            reason = "stop"
+            if engine_finish is None:
+                self._generator.remove([uid])
+        elif engine_finish is not None:
+            text += live.stops.flush()
+            reason = "stop" if hit_eos else "length"
+        else:
+            reason = None
+        delta = live.split(text, final=reason is not None)
+        if delta is not None:
+            live.sink(delta)
+        if reason is not None:
+            del self._live[uid]
+            live.sink(live.finish(reason))
+
+    def close(self) -> None:
+        """End the batch and drop every reference to the model's arrays."""
+        self.abort_all(RuntimeError("model unloaded"))
+        self._generator.close()
+        del self._generator
+        del self.loaded
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """Handle for cancelling a submitted request."""
+
+    batch: ModelBatch
+    number: int
+
+
+class Worker:
+    """The dedicated MLX thread and its command queue."""
+
+    def __init__(self, name: str = "mlxk2-mlx") -> None:
+        self._commands: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._batches: set[ModelBatch] = set()
+        self._uids: dict[int, tuple[ModelBatch, int]] = {}
+        self._numbers = itertools.count()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._started = False
+
+    def start(self) -> None:
+        if not self._started:
+            self._started = True
+            self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Abort what is running, then end the thread."""
+        if self._started and self._thread.is_alive():
+            self._commands.put(None)
+            self._thread.join(timeout)
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+        """Run ``fn(*args)`` on the MLX thread; the future carries its result or error."""
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def job() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # handed to the waiting caller, not swallowed
+                future.set_exception(exc)
+
+        self._commands.put(job)
+        return future
+
+    def submit(self, batch: ModelBatch, request: GenerationRequest, sink: Sink) -> Ticket:
+        """Start a request; events arrive through ``sink`` from the worker thread."""
+        number = next(self._numbers)
+
+        def job() -> None:
+            try:
+                uid = batch.add(request, sink)
+            except Exception as exc:  # bad sampling values etc. reach the client as an error
+                sink(Aborted(exc))
+                return
+            self._uids[number] = (batch, uid)
+            self._batches.add(batch)
+
+        self._commands.put(job)
+        return Ticket(batch, number)
+
+    def cancel(self, ticket: Ticket) -> None:
+        """Free the request's slot. Callers send this for every ticket when they are
+        done with it, finished or not, so the worker can forget the ticket."""
+
+        def job() -> None:
+            entry = self._uids.pop(ticket.number, None)
+            if entry is not None:
+                entry[0].cancel(entry[1])
+
+        self._commands.put(job)
+
+    def release(self, batch: ModelBatch) -> concurrent.futures.Future[Any]:
+        """Close a model's batch on the MLX thread and return its memory to the system."""
+
+        def job() -> None:
+            import gc
+
+            import mlx.core as mx
+
+            self._batches.discard(batch)
+            self._uids = {n: e for n, e in self._uids.items() if e[0] is not batch}
+            batch.close()
+            gc.collect()
+            mx.clear_cache()
+
+        return self.call(job)
+
+    def abort_all(self, error: BaseException) -> None:
+        """End every running request with ``error`` (used on shutdown)."""
+
+        def job() -> None:
+            for batch in list(self._batches):
+                batch.abort_all(error)
+            self._uids.clear()
+
+        self._commands.put(job)
+
+    def _run(self) -> None:
+        while True:
+            for command in self._drain(block=not any(b.busy for b in self._batches)):
+                if command is None:
+                    self._shutdown()
+                    return
+                command()
+            for batch in list(self._batches):
+                if batch.busy:
+                    self._step(batch)
+                else:
+                    self._batches.discard(batch)
+
+    def _drain(self, block: bool) -> list[Callable[[], None] | None]:
+        """Every pending command; waits for the first one only when idle."""
+        commands = [self._commands.get()] if block else []
+        while True:
+            try:
+                commands.append(self._commands.get_nowait())
+            except queue.Empty:
+                return commands
+
+    def _step(self, batch: ModelBatch) -> None:
+        try:
+            batch.step()
+        except Exception as exc:
+            log.exception("generation failed; aborting the batch")
+            batch.abort_all(exc)
+
+    def _shutdown(self) -> None:
+        error = RuntimeError("server shutting down")
+        for batch in list(self._batches):
+            batch.abort_all(error)
+        self._batches.clear()
+
+
+def threadsafe_sink(loop: asyncio.AbstractEventLoop, events: asyncio.Queue[Event]) -> Sink:
+    """A sink the worker thread can call that lands events in an asyncio queue."""
+
+    def sink(event: Event) -> None:
+        loop.call_soon_threadsafe(events.put_nowait, event)
+
+    return sink
