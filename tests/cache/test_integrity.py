@@ -245,3 +245,26 @@ def safetensors_header_only(nbytes: int) -> bytes:
         {"big": {"dtype": "U8", "shape": [nbytes], "data_offsets": [0, nbytes]}}
     ).encode()
     return struct.pack("<Q", len(header)) + header
+
+
+def test_a_shard_family_with_a_gap_is_incomplete_even_when_the_index_agrees(
+    tmp_path: Path,
+) -> None:
+    files = sharded_files(shards=3)
+    del files["model-00002-of-00003.safetensors"]
+    files["model.safetensors.index.json"] = (
+        b'{"weight_map": {"a": "model-00001-of-00003.safetensors"}}'
+    )
+
+    reason = check_integrity(_workspace(tmp_path / "ws", files))
+
+    assert reason == "Incomplete shard set: model-00002-of-00003.safetensors missing"
+
+
+def test_unfinished_files_in_the_folder_make_it_unhealthy(tmp_path: Path) -> None:
+    files = mlx_chat_files()
+    files["convert.incomplete"] = b""
+
+    reason = check_integrity(_workspace(tmp_path / "ws", files))
+
+    assert reason == "Unfinished files: convert.incomplete"

@@ -22,6 +22,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from mlxk2.cache.config import read_config
 from mlxk2.cache.safetensors import check_file
 
 CONFIG = "config.json"
@@ -48,23 +49,41 @@ PREPROCESSOR_FILES = frozenset(
     {"preprocessor_config.json", "processor_config.json", "video_preprocessor_config.json"}
 )
 LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/"
-_LFS_MAX_SIZE = 1024
+# A pointer (version, sha256 oid, size) is about 130 bytes; only files of that
+# order of size are opened, so the check stays cheap on big caches.
+_LFS_SIZES = range(100, 1024)
 _NOT_WEIGHTS = frozenset({"training_args.bin", "optimizer.pt", "scheduler.pt", "rng_state.pth"})
 _SHARD = re.compile(r"^(?P<stem>.+)-(?P<idx>\d+)-of-(?P<total>\d+)\.(?P<ext>safetensors|bin)$")
 
 
 @dataclass
-class _Scan:
-    """Facts about one model folder, gathered with one walk."""
+class ModelScan:
+    """Facts about one model folder, gathered with one walk.
+
+    ``inspect`` reuses it for sizes and config, so a model is walked once.
+    """
 
     root: Path
+    boundary: str | None = None  # links must stay inside this folder (a cache repo)
     files: dict[str, int] = field(default_factory=dict)  # relative name -> size
     dangling: list[str] = field(default_factory=list)
     loops: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
     not_files: list[str] = field(default_factory=list)  # folders and links to folders
+    escaping: list[str] = field(default_factory=list)  # links leaving ``boundary``
     incomplete_blobs: int = 0
     problem: str | None = None  # the folder itself is unusable
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.files.values())
+
+    @cached_property
+    def config(self) -> dict[str, Any] | None:
+        return read_config(self.root) if CONFIG in self.top_files else None
+
+    def first_problem(self) -> str | None:
+        return next(_problems(self), None)
 
     @cached_property
     def top_files(self) -> dict[str, int]:
@@ -89,7 +108,7 @@ def check_integrity(model_dir: Path) -> str | None:
         A short reason such as ``"config.json missing"`` or
         ``"LFS pointers instead of files: model.safetensors"``; None when healthy.
     """
-    return next(_problems(_scan(model_dir)), None)
+    return scan_model(model_dir).first_problem()
 
 
 def workspace_report(model_dir: Path) -> dict[str, Any]:
@@ -100,7 +119,7 @@ def workspace_report(model_dir: Path) -> dict[str, Any]:
         ``weights`` {count, formats, index {has_index, missing}, pattern_complete},
         ``anomalies`` (every problem, in check order) and ``healthy``.
     """
-    scan = _scan(model_dir)
+    scan = scan_model(model_dir)
     anomalies = list(_problems(scan))
     top = scan.top_files
     config_path = scan.root / CONFIG
@@ -127,17 +146,16 @@ def workspace_report(model_dir: Path) -> dict[str, Any]:
     }
 
 
-def read_config(model_dir: Path) -> dict[str, Any] | None:
-    """Load ``config.json`` as a dict, or None when it is absent or not a JSON object."""
-    try:
-        doc = json.loads((model_dir / CONFIG).read_bytes())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return doc if isinstance(doc, dict) else None
+def scan_model(model_dir: Path, boundary: Path | None = None) -> ModelScan:
+    """Walk a model folder once.
 
-
-def _scan(model_dir: Path) -> _Scan:
-    scan = _Scan(root=model_dir)
+    Args:
+        model_dir: A cache snapshot folder or a workspace folder.
+        boundary: For cache snapshots, the ``models--`` folder; a link that
+            leaves it is reported as a problem and never followed for checks.
+    """
+    scan = ModelScan(root=model_dir,
+                     boundary=os.path.realpath(boundary) if boundary is not None else None)
     try:
         if not model_dir.is_dir():
             scan.problem = "Model folder is not a directory"
@@ -151,7 +169,7 @@ def _scan(model_dir: Path) -> _Scan:
     return scan
 
 
-def _walk(scan: _Scan, folder: Path, prefix: str) -> None:
+def _walk(scan: ModelScan, folder: Path, prefix: str) -> None:
     with os.scandir(folder) as entries:
         for entry in entries:
             rel = prefix + entry.name
@@ -162,6 +180,9 @@ def _walk(scan: _Scan, folder: Path, prefix: str) -> None:
                         _walk(scan, Path(entry.path), rel + "/")
                     except OSError:
                         scan.unreadable.append(rel + "/")
+                continue
+            if scan.boundary is not None and entry.is_symlink() and _escapes(scan, entry.path):
+                scan.escaping.append(rel)
                 continue
             try:
                 info = os.stat(entry.path)
@@ -179,6 +200,13 @@ def _walk(scan: _Scan, folder: Path, prefix: str) -> None:
                 scan.unreadable.append(rel)
 
 
+def _escapes(scan: ModelScan, link: str) -> bool:
+    target = os.path.join(os.path.dirname(link), os.readlink(link))
+    inside = scan.boundary + os.sep
+    return not (os.path.normpath(target) + os.sep).startswith(inside) and \
+        not os.path.realpath(target).startswith(inside)
+
+
 def _count_incomplete(blobs: Path) -> int:
     try:
         with os.scandir(blobs) as entries:
@@ -187,15 +215,20 @@ def _count_incomplete(blobs: Path) -> int:
         return 0
 
 
-def _problems(scan: _Scan) -> Iterator[str]:
+def _problems(scan: ModelScan) -> Iterator[str]:
     """Yield every integrity problem, most fundamental first."""
     if scan.problem:
         yield scan.problem
         return
     if scan.incomplete_blobs:
         yield f"Download incomplete: {scan.incomplete_blobs} unfinished file(s) in blobs/"
+    if scan.escaping:
+        yield f"Links point outside the cache: {_names(scan.escaping)}"
     if scan.dangling:
         yield f"Download incomplete: missing files for links {_names(scan.dangling)}"
+    unfinished = [n for n in scan.files if n.endswith(".incomplete")]
+    if unfinished:
+        yield f"Unfinished files: {_names(unfinished)}"
     if scan.loops:
         yield f"Symlink loops: {_names(scan.loops)}"
     if scan.unreadable:
@@ -215,10 +248,10 @@ def _problems(scan: _Scan) -> Iterator[str]:
         yield vision
 
 
-def _lfs_pointers(scan: _Scan) -> list[str]:
+def _lfs_pointers(scan: ModelScan) -> list[str]:
     found = []
     for name, size in scan.files.items():
-        if 0 < size <= _LFS_MAX_SIZE:
+        if size in _LFS_SIZES:
             try:
                 with open(scan.root / name, "rb") as fh:
                     head = fh.read(len(LFS_POINTER_PREFIX))
@@ -229,7 +262,7 @@ def _lfs_pointers(scan: _Scan) -> list[str]:
     return found
 
 
-def _config_problem(scan: _Scan) -> str | None:
+def _config_problem(scan: ModelScan) -> str | None:
     top = scan.top_files
     if CONFIG in scan.not_files:
         return "config.json is not a file"
@@ -255,7 +288,7 @@ def _config_problem(scan: _Scan) -> str | None:
     return None
 
 
-def _weight_problems(scan: _Scan) -> Iterator[str]:
+def _weight_problems(scan: ModelScan) -> Iterator[str]:
     weights = scan.weights
     if not weights:
         yield "No weight files found"
@@ -265,12 +298,17 @@ def _weight_problems(scan: _Scan) -> Iterator[str]:
         yield f"Empty weight files: {_names(empty)}"
     top = scan.top_files
     indexes = _index_names(top)
+    reported: set[str] = set()
     for index in indexes:
         missing = _missing_shards(scan, index)
         if missing is None:
             yield f"{index} is not a valid index"
         elif missing:
+            reported.update(missing)
             yield f"Missing shards listed in {index}: {_names(missing)}"
+    gaps = [n for n in _shard_gaps(top) if n not in reported]
+    if gaps:
+        yield f"Incomplete shard set: {_names(gaps)} missing"
     unindexed = sorted(
         {
             f"{m['stem']}.{m['ext']}.index.json"
@@ -297,7 +335,7 @@ def _index_names(top: dict[str, int]) -> list[str]:
     )
 
 
-def _missing_shards(scan: _Scan, index: str) -> list[str] | None:
+def _missing_shards(scan: ModelScan, index: str) -> list[str] | None:
     """Shards an index names that are absent; None when the index is unusable."""
     try:
         doc = json.loads((scan.root / index).read_bytes())
@@ -311,15 +349,27 @@ def _missing_shards(scan: _Scan, index: str) -> list[str] | None:
 
 def _pattern_complete(top: dict[str, int]) -> bool:
     """True when every ``*-0000i-of-0000N`` shard family has all N members."""
-    families: dict[tuple[str, str, int], set[int]] = {}
+    return not _shard_gaps(top)
+
+
+def _shard_gaps(top: dict[str, int]) -> list[str]:
+    """Members absent from each ``<stem>-0000i-of-0000N.<ext>`` family present."""
+    families: dict[tuple[str, str, int, int], set[int]] = {}
     for name in top:
         m = _SHARD.match(name)
         if m:
-            families.setdefault((m["stem"], m["ext"], int(m["total"])), set()).add(int(m["idx"]))
-    return all(seen >= set(range(1, total + 1)) for (_, _, total), seen in families.items())
+            key = (m["stem"], m["ext"], int(m["total"]), len(m["idx"]))
+            families.setdefault(key, set()).add(int(m["idx"]))
+    return sorted(
+        f"{stem}-{i:0{width}d}-of-{total:0{width}d}.{ext}"
+        for (stem, ext, total, width), seen in families.items()
+        if total <= 10_000
+        for i in range(1, total + 1)
+        if i not in seen
+    )
 
 
-def _tokenizer_problem(scan: _Scan) -> str | None:
+def _tokenizer_problem(scan: ModelScan) -> str | None:
     top = scan.top_files
     if "tokenizer_config.json" not in top:
         return None
@@ -328,8 +378,8 @@ def _tokenizer_problem(scan: _Scan) -> str | None:
     return "tokenizer_config.json present but no tokenizer file (tokenizer.json or tokenizer.model)"
 
 
-def _vision_problem(scan: _Scan) -> str | None:
-    config = read_config(scan.root) if CONFIG in scan.top_files else None
+def _vision_problem(scan: ModelScan) -> str | None:
+    config = scan.config
     if not config or "vision_config" not in config:
         return None
     if PREPROCESSOR_FILES & scan.top_files.keys():
