@@ -12,7 +12,6 @@ import importlib
 import importlib.util
 import os
 import sys
-import traceback
 from collections.abc import Sequence
 
 from mlxk2.errors import InternalError, MlxkError, ValidationError
@@ -91,11 +90,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Output(json_mode="--json" in argv)
     command = _guess_command(argv)
     try:
+        if "--version" in argv and set(argv) <= {"--version", "--json"}:
+            # Fast path: scripts call --version often; skip building every subparser.
+            return importlib.import_module("mlxk2.commands.version").handle(None, out)
         args = build_parser().parse_args(argv)
         if args.version:
             command = "version"
-            module = importlib.import_module("mlxk2.commands.version")
-            return module.handle(args, out)
+            return importlib.import_module("mlxk2.commands.version").handle(args, out)
         if args.command is None:
             build_parser().print_help(sys.stderr)
             return 1
@@ -114,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except Exception as exc:  # the last line of defence: never a raw traceback
         if os.environ.get("MLXK2_DEBUG") == "1":
+            import traceback
+
             traceback.print_exc()
         return out.failure(command, InternalError(f"{type(exc).__name__}: {exc}"))
 

@@ -6,7 +6,6 @@ tokenizer_config.json) so that ``list`` over a large cache stays fast.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -14,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mlxk2.cache.capabilities import Capability, Framework, ModelType
-from mlxk2.cache.config import read_config
-from mlxk2.cache.integrity import check_integrity
+from mlxk2.cache.integrity import scan_model
 from mlxk2.cache.runtime import runtime_reason
 from mlxk2.resolve import DEFAULT_ORG, ResolvedModel
 
@@ -90,11 +88,12 @@ def inspect_model(resolved: ResolvedModel) -> ModelInfo:
     path = resolved.path
     if path is None:
         return _without_snapshot(resolved)
-    config = read_config(path)
-    names = _top_level_names(path)
+    scan = scan_model(path, boundary=resolved.repo_dir)
+    config = scan.config
+    names = set(scan.top_files)
     framework = detect_framework(path, names, config, resolved.repo_id)
     model_type, capabilities = detect_type(path, names, config, resolved.name)
-    problem = _escaping_link(path, resolved.repo_dir) or check_integrity(path)
+    problem = scan.first_problem()
     if problem is not None:
         runtime_ok, reason = False, problem
     else:
@@ -107,7 +106,7 @@ def inspect_model(resolved: ResolvedModel) -> ModelInfo:
     return ModelInfo(
         name=resolved.name,
         hash=resolved.commit,
-        size_bytes=_size_bytes(path),
+        size_bytes=scan.total_bytes,
         last_modified=_mtime(path),
         framework=framework.value,
         model_type=model_type.value,
@@ -187,44 +186,6 @@ def _readme_says_mlx(path: Path) -> bool:
         return False
     front = head[3:].split("\n---", 1)[0]
     return bool(_FRONT_MATTER_MLX.search(front))
-
-
-def _top_level_names(path: Path) -> set[str]:
-    try:
-        return set(os.listdir(path))
-    except OSError:
-        return set()
-
-
-def _iter_files(path: Path):
-    for dirpath, _dirs, files in os.walk(path):
-        for name in files:
-            yield os.path.join(dirpath, name)
-
-
-def _size_bytes(path: Path) -> int:
-    """Real bytes of the selected files: links resolve to blobs; broken ones count 0."""
-    total = 0
-    for file in _iter_files(path):
-        try:
-            total += os.stat(file).st_size
-        except OSError:
-            continue
-    return total
-
-
-def _escaping_link(path: Path, repo_dir: Path | None) -> str | None:
-    """A cache snapshot whose links leave its model folder is refused, never followed."""
-    if repo_dir is None:
-        return None
-    root = os.path.realpath(repo_dir)
-    for file in _iter_files(path):
-        if os.path.islink(file):
-            target = os.path.normpath(os.path.join(os.path.dirname(file), os.readlink(file)))
-            if not (target + os.sep).startswith(root + os.sep) and \
-                    not os.path.realpath(target).startswith(root + os.sep):
-                return f"Link points outside the cache: {os.path.relpath(file, path)}"
-    return None
 
 
 def _mtime(path: Path) -> float:

@@ -11,7 +11,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``--version`` is a top-level flag; there is no subcommand to configure."""
 
 
-def handle(args: argparse.Namespace, out: Output) -> int:
+def handle(args: argparse.Namespace | None, out: Output) -> int:
     from mlxk2.ops.version import version_info
     from mlxk2.output.version import render_version
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import platform
-import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,9 @@ from mlxk2 import JSON_API_SPEC_VERSION, __version__
 
 def memory_total_bytes(meminfo: Path = Path("/proc/meminfo")) -> int | None:
     """Physical RAM: ``sysctl hw.memsize`` on macOS, ``/proc/meminfo`` on Linux."""
-    if platform.system() == "Darwin":
+    if sys.platform == "darwin":
+        import subprocess
+
         try:
             result = subprocess.run(["sysctl", "-n", "hw.memsize"], capture_output=True,
                                     text=True, timeout=5, check=True)
