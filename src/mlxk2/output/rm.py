@@ -1,0 +1,18 @@
+"""Human text for ``rm``: the confirmation question and the result line."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlxk2.ops.rm import RemovalPlan
+from mlxk2.output.format import paint
+from mlxk2.output.sink import Output
+
+
+def confirmation_question(plan: RemovalPlan) -> str:
+    what = "the whole model" if plan.whole_model else "this snapshot"
+    return f"'{plan.spec}' matches {plan.target}. Delete {what}? [y/N] "
+
+
+def render_rm(data: dict[str, Any], out: Output) -> str:
+    return f"{paint('✓', 'green', out.color)} {data['message']}"
