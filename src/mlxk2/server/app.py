@@ -402,8 +402,7 @@ async def _reap_forever(provider: ModelProvider) -> None:
     while True:
         await asyncio.sleep(interval)
         try:
-            for name in await provider.reap_idle():
-                log.info("unloaded %s after keep-alive", name)
+            await provider.reap_idle()
         except Exception:
             log.exception("unloading idle models failed")
 
@@ -653,18 +652,9 @@ def _text_stream(run: _Run, ident: str, created: int, model: str,
 
 
 def _runnable_models(state: ServerState) -> list[dict[str, Any]]:
-    """``list`` rules: healthy, runtime-compatible, not embedding; plus served workspaces."""
-    from mlxk2.ops.list import list_models
-
-    infos = [info for info in list_models() if info.runnable]
-    names = {info.name for info in infos}
-    entries = [
-        {"id": info.name, "object": "model", "created": int(info.last_modified),
-         "owned_by": info.name.split("/", 1)[0] if "/" in info.name else "local"}
-        for info in infos
+    return [
+        {"id": name, "object": "model", "created": int(modified),
+         "owned_by": name.split("/", 1)[0] if "/" in name and not name.startswith(("/", ".", "~"))
+         else "local"}
+        for name, modified in state.provider.list_runnable()
     ]
-    for name in state.provider.workspace_names():
-        if name not in names:
-            entries.append({"id": name, "object": "model", "created": int(state.started),
-                            "owned_by": "local"})
-    return entries

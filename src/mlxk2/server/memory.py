@@ -45,3 +45,22 @@ def rss_bytes(status: Path = Path("/proc/self/status")) -> int | None:
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def trim_heap() -> None:
+    """Hand freed heap pages back to the OS (glibc only).
+
+    glibc raises its mmap threshold after the first large free, so later model
+    weights land on the heap, where freeing them does not shrink the RSS until
+    ``malloc_trim`` runs. Elsewhere this does nothing.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if platform.system() != "Linux" or name is None:
+        return
+    try:
+        ctypes.CDLL(name).malloc_trim(0)
+    except (OSError, AttributeError):
+        return

@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("mlxk2.server")
 
 Loader = Callable[[Path], "LoadedModel"]
-Resolver = Callable[[str], "ResolvedModel"]
 
 
 @dataclass(frozen=True)
@@ -76,12 +75,6 @@ def check_runnable(resolved: ResolvedModel) -> Runnable:
     return Runnable(info.name, resolved.path, info, weight_bytes(resolved.path))
 
 
-def _default_resolver(spec: str) -> ResolvedModel:
-    from mlxk2.resolve import resolve
-
-    return resolve(spec)
-
-
 def _default_loader(path: Path) -> LoadedModel:
     from mlxk2.engine.load import load_model
 
@@ -96,7 +89,7 @@ class ModelProvider:
         max_loaded: Models kept loaded at once.
         keep_alive: Idle seconds before unloading; None never unloads.
         max_batch: Sequences one model decodes together.
-        resolver: Spec to :class:`ResolvedModel` (defaults to :func:`mlxk2.resolve.resolve`).
+        root: Hub cache to resolve and list models in (default: huggingface_hub's).
         loader: Folder to loaded model (defaults to :func:`mlxk2.engine.load.load_model`).
         memory_probe: Bytes available for a new model, or None when unknown.
     """
@@ -108,7 +101,7 @@ class ModelProvider:
         max_loaded: int = 1,
         keep_alive: float | None = 300.0,
         max_batch: int = 8,
-        resolver: Resolver | None = None,
+        root: Path | None = None,
         loader: Loader | None = None,
         memory_probe: MemoryProbe | None = None,
     ) -> None:
@@ -116,7 +109,7 @@ class ModelProvider:
         self.max_loaded = max(1, max_loaded)
         self.keep_alive = keep_alive
         self.max_batch = max_batch
-        self._resolve = resolver or _default_resolver
+        self.root = root
         self._load = loader or _default_loader
         self._memory = memory_probe or available_memory_bytes
         self._loaded: OrderedDict[Path, LoadedEntry] = OrderedDict()
@@ -129,13 +122,23 @@ class ModelProvider:
     def loaded_names(self) -> list[str]:
         return [entry.name for entry in self._loaded.values()]
 
-    def workspace_names(self) -> list[str]:
-        """Workspace models this server has loaded, which ``list`` cannot see."""
-        return list(self._workspaces)
-
     def runnable(self, spec: str) -> Runnable:
         """Resolve and check a model without loading it (blocking file I/O)."""
-        return check_runnable(self._resolve(spec))
+        from mlxk2.resolve import resolve
+
+        return check_runnable(resolve(spec, root=self.root))
+
+    def list_runnable(self) -> list[tuple[str, float]]:
+        """``(name, last_modified)`` of models a request may name, by ``list`` rules
+        (healthy, runtime-compatible, not embedding), plus workspaces served so far."""
+        from mlxk2.ops.list import list_models
+
+        found = [(info.name, info.last_modified) for info in list_models(root=self.root)
+                 if info.runnable]
+        known = {name for name, _ in found}
+        now = time.time()
+        found.extend((name, now) for name in self._workspaces if name not in known)
+        return found
 
     # -- loading ---------------------------------------------------------------
 

@@ -284,11 +284,14 @@ class Worker:
 
             import mlx.core as mx
 
+            from mlxk2.server.memory import trim_heap
+
             self._batches.discard(batch)
             self._uids = {n: e for n, e in self._uids.items() if e[0] is not batch}
             batch.close()
             gc.collect()
             mx.clear_cache()
+            trim_heap()
 
         return self.call(job)
 
