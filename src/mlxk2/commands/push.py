@@ -1,0 +1,41 @@
+"""Upload a workspace folder to a Hugging Face repo (experimental).
+
+Needs HF_TOKEN. The repo must exist unless --create is given. The branch ends up
+mirroring the folder: new and changed files are uploaded, files gone from the
+folder are deleted, and nothing is committed when nothing differs. .git, .cache,
+clone leftovers and the patterns in the folder's .hfignore are never uploaded.
+--check-only validates the folder locally (no network, no token).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from mlxk2.output.sink import Output
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dir", help="Workspace folder to upload")
+    parser.add_argument("repo_id", metavar="org/model", help="Target repository on the Hub")
+    parser.add_argument("--create", action="store_true", help="Create the repo if missing")
+    parser.add_argument("--private", action="store_true", help="Create the repo as private")
+    parser.add_argument("--branch", default="main", help="Branch to push to (default: main)")
+    parser.add_argument("--commit", dest="message", default=None, metavar="MSG",
+                        help="Commit message")
+    parser.add_argument("--verbose", action="store_true",
+                        help="List the added, modified and deleted files (human output only)")
+    parser.add_argument("--check-only", action="store_true",
+                        help="Only validate the workspace; no upload, no token needed")
+
+
+def handle(args: argparse.Namespace, out: Output) -> int:
+    from mlxk2.commands.pull import progress_class
+    from mlxk2.ops.push import push
+    from mlxk2.output.push import render_push
+
+    result = push(args.dir, args.repo_id, create=args.create, private=args.private,
+                  branch=args.branch, message=args.message, check_only=args.check_only,
+                  progress=progress_class(out) is not None)
+    files = result if args.verbose else None
+    return out.success("push", result.to_dict(),
+                       lambda data, sink: render_push(data, sink, files))
