@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,7 @@ from tests.fixtures.cache import (
     IS_ROOT,
     BuiltCache,
     build_special_file,
+    build_unreadable_config,
     gguf_files,
     lfs_pointer,
     mlx_chat_files,
@@ -64,9 +68,34 @@ def test_a_special_file_is_unreadable_and_never_blocks(hf_cache: Path) -> None:
     assert check_integrity(snapshot) == "Unreadable files: stream.json"
 
 
-@pytest.mark.skipif(IS_ROOT, reason="root reads mode-000 files")
-def test_a_config_without_read_permission_is_named(model_cache: BuiltCache) -> None:
-    assert check_integrity(model_cache.paths["unreadable_config"]) == "config.json is not readable"
+def test_a_config_without_read_permission_is_named() -> None:
+    """Checked as an unprivileged user: root would read a mode-000 file anyway."""
+    shared = Path(tempfile.mkdtemp())
+    try:
+        shared.chmod(0o755)
+        snapshot = build_unreadable_config(shared, "broken/unreadable")
+        assert _integrity_as_nobody(snapshot) == "config.json is not readable (Permission denied)"
+    finally:
+        shutil.rmtree(shared)
+
+
+def _integrity_as_nobody(snapshot: Path) -> str | None:
+    if not IS_ROOT:
+        return check_integrity(snapshot)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: drop to 'nobody', report, and leave without pytest's teardown
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            os.write(write_end, json.dumps(check_integrity(snapshot)).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        result = pipe.read()
+    os.waitpid(pid, 0)
+    return json.loads(result)
 
 
 def test_a_file_instead_of_a_folder_is_not_a_model(tmp_path: Path) -> None:
