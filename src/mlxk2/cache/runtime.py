@@ -17,7 +17,6 @@ from __future__ import annotations
 import ast
 import functools
 import importlib.machinery
-import importlib.metadata
 import importlib.util
 import re
 from collections.abc import Mapping, Sequence
@@ -131,6 +130,8 @@ def runtime_reason(
 
 
 def _version(search_path: tuple[str, ...] | None) -> str:
+    import importlib.metadata  # 20 ms to import; only needed once mlx-lm is found
+
     if search_path is None:
         try:
             return importlib.metadata.version("mlx-lm")

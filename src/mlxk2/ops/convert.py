@@ -1,0 +1,400 @@
+"""``convert`` (alpha): write a transformed copy of a model into a new workspace folder.
+
+Plan first, then execute. :func:`plan_convert` resolves the source, checks the
+destination and the source's health, and reads shard headers, so every refusal
+happens before anything is written. :func:`run_convert` then writes into a hidden
+folder beside the destination that carries an ``*.incomplete`` marker (which makes
+it unhealthy by the integrity rules), verifies the result, renames it into place
+and only then drops the marker. A convert killed at any moment therefore leaves
+nothing that passes ``health``; the source is only ever read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from mlxk2.cache.config import read_config
+from mlxk2.cache.integrity import WEIGHT_FORMATS, check_integrity, workspace_report
+from mlxk2.cache.layout import cache_root
+from mlxk2.cache.runtime import runtime_reason
+from mlxk2.cache.safetensors import SafetensorsError, read_header
+from mlxk2.errors import (
+    FilesystemError,
+    MlxkError,
+    ModelIncompatibleError,
+    ModelNotFoundError,
+    ModelUnhealthyError,
+    PermissionDeniedError,
+    ValidationError,
+)
+from mlxk2.resolve import resolve
+
+REPAIR_INDEX = "repair-index"
+QUANTIZE = "quantize"
+DTYPE = "dtype"
+OPERATIONS = (REPAIR_INDEX, QUANTIZE, DTYPE)
+QUANT_BITS = (2, 3, 4, 6, 8)
+GROUP_SIZES = (32, 64, 128)
+DTYPES = ("float16", "bfloat16", "float32")
+INDEX_NAME = "model.safetensors.index.json"
+MARKER = "mlxk2-convert.incomplete"
+
+#: ``progress(stage, done, total)``: called as work advances; the CLI draws a bar.
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class ConvertPlan:
+    """Everything checked and decided before the first byte is written."""
+
+    source: str
+    source_dir: Path
+    target: str
+    target_dir: Path
+    operation: str
+    bits: int | None = None
+    group_size: int | None = None
+    dtype: str | None = None
+    index: dict[str, Any] | None = None  # the rebuilt index, for repair-index
+
+
+@dataclass(frozen=True)
+class ConvertResult:
+    """What ``convert`` reports; sizes are bytes."""
+
+    source: str
+    target: str
+    operation: str
+    files_written: int
+    size_bytes_before: int
+    size_bytes_after: int
+    health: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def plan_convert(
+    source: str,
+    target: str,
+    operation: str,
+    *,
+    bits: int | None = None,
+    group_size: int | None = None,
+    dtype: str | None = None,
+    root: Path | None = None,
+) -> ConvertPlan:
+    """Check a conversion without writing anything.
+
+    Args:
+        source: A model spec (cache name, ``name@hash``) or a workspace path.
+        target: The destination folder: new, or empty, and outside the cache.
+        operation: ``repair-index``, ``quantize`` or ``dtype``.
+        bits, group_size: Quantisation width and group size (``quantize``).
+        dtype: Target float dtype (``dtype``).
+        root: The hub cache (default: huggingface_hub's rules).
+
+    Returns:
+        The plan to hand to :func:`run_convert`.
+
+    Raises:
+        ValidationError: Bad options, a bad destination, an already quantised source.
+        ModelNotFoundError, AmbiguousMatchError: The source does not resolve.
+        ModelUnhealthyError: The source's files fail the integrity rules that matter.
+        ModelIncompatibleError: mlx-lm cannot load the source for this operation.
+    """
+    _check_options(operation, bits, group_size, dtype)
+    resolved = resolve(source, root)
+    if resolved.path is None:
+        raise ModelNotFoundError(f"'{source}' has no snapshot to convert")
+    source_dir = resolved.path
+    target_dir = Path(target).expanduser().absolute()
+    _check_target(source_dir, target, target_dir, cache_root() if root is None else root)
+    plan = ConvertPlan(
+        source=resolved.name,
+        source_dir=source_dir,
+        target=target,
+        target_dir=target_dir,
+        operation=operation,
+        bits=bits,
+        group_size=(group_size or 64) if operation == QUANTIZE else None,
+        dtype=dtype,
+    )
+    if operation == REPAIR_INDEX:
+        return ConvertPlan(**{**asdict(plan), "index": build_index(source_dir)})
+    _check_loadable(plan)
+    return plan
+
+
+def build_index(model_dir: Path) -> dict[str, Any]:
+    """A ``model.safetensors.index.json`` for the shards actually present.
+
+    Only headers are read. Every tensor appears exactly once in ``weight_map``;
+    ``metadata.total_size`` is the sum of tensor sizes, as mlx-lm writes it.
+
+    Raises:
+        ModelUnhealthyError: A shard is truncated or malformed, or two shards
+            hold the same tensor.
+        ValidationError: There are no safetensors files to index.
+    """
+    shards = sorted(
+        p.name for p in model_dir.iterdir() if p.name.endswith(".safetensors") and p.is_file()
+    )
+    if not shards:
+        raise ValidationError("No safetensors weights to index")
+    weight_map: dict[str, str] = {}
+    total = 0
+    for shard in shards:
+        try:
+            header = read_header(model_dir / shard)
+        except SafetensorsError as exc:
+            raise ModelUnhealthyError(
+                f"Truncated or malformed safetensors: {shard} ({exc.reason})"
+            ) from exc
+        except OSError as exc:
+            raise ModelUnhealthyError(f"Unreadable files: {shard} ({exc.strerror})") from exc
+        for tensor in header.tensors:
+            if tensor.name in weight_map:
+                raise ModelUnhealthyError(
+                    f"Tensor '{tensor.name}' is in both {weight_map[tensor.name]} and {shard}"
+                )
+            weight_map[tensor.name] = shard
+        total += header.data_bytes
+    return {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+
+
+def run_convert(plan: ConvertPlan, progress: Progress | None = None) -> ConvertResult:
+    """Carry out a plan: write beside the target, verify, rename into place.
+
+    Raises:
+        ModelUnhealthyError: The converted copy fails the integrity check (nothing is kept).
+        PermissionDeniedError, FilesystemError: Writing failed (nothing is kept).
+    """
+    report = progress or (lambda stage, done, total: None)
+    before = _folder_bytes(plan.source_dir)
+    target = plan.target_dir
+    with _filesystem_errors(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
+        staging.mkdir()  # unlike mkdtemp, keeps the umask's permissions for the result
+    try:
+        with _filesystem_errors(target):
+            (staging / MARKER).write_bytes(b"")
+            _WRITERS[plan.operation](plan, staging, report)
+        _verify(staging)
+        with _filesystem_errors(target):
+            if target.exists():
+                target.rmdir()  # checked empty when planning
+            staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    with _filesystem_errors(target):
+        (target / MARKER).unlink()
+    files = [p for p in target.rglob("*") if p.is_file()]
+    return ConvertResult(
+        source=plan.source,
+        target=plan.target,
+        operation=plan.operation,
+        files_written=len(files),
+        size_bytes_before=before,
+        size_bytes_after=sum(p.stat().st_size for p in files),
+        health="healthy" if check_integrity(target) is None else "unhealthy",
+    )
+
+
+def _check_options(
+    operation: str, bits: int | None, group_size: int | None, dtype: str | None
+) -> None:
+    if operation not in OPERATIONS:
+        raise ValidationError(
+            f"Unknown operation '{operation}'; use one of {', '.join(OPERATIONS)}"
+        )
+    if (bits is not None or group_size is not None) and operation != QUANTIZE:
+        raise ValidationError("--q-group-size and bit widths only apply to --quantize")
+    if operation == QUANTIZE and bits not in QUANT_BITS:
+        raise ValidationError(f"--quantize takes one of {', '.join(map(str, QUANT_BITS))} bits")
+    if group_size is not None and group_size not in GROUP_SIZES:
+        raise ValidationError(f"--q-group-size takes one of {', '.join(map(str, GROUP_SIZES))}")
+    if dtype is not None and operation != DTYPE:
+        raise ValidationError("A dtype only applies to --dtype")
+    if operation == DTYPE and dtype not in DTYPES:
+        raise ValidationError(f"--dtype takes one of {', '.join(DTYPES)}")
+
+
+def _check_target(source_dir: Path, target: str, target_dir: Path, cache: Path) -> None:
+    real_target = Path(os.path.realpath(target_dir))
+    real_cache = Path(os.path.realpath(cache))
+    real_source = Path(os.path.realpath(source_dir))
+    if _within(real_target, real_cache) or _within(real_cache, real_target):
+        raise ValidationError(
+            f"Destination '{target}' is inside the Hugging Face cache; "
+            "convert writes only to workspace folders"
+        )
+    if real_target == real_source:
+        raise ValidationError("Source and destination are the same folder")
+    if _within(real_target, real_source):
+        raise ValidationError(f"Destination '{target}' is inside the source model")
+    if target_dir.exists() or target_dir.is_symlink():
+        if not target_dir.is_dir():
+            raise ValidationError(f"Destination '{target}' exists and is not a folder")
+        if any(target_dir.iterdir()):
+            raise ValidationError(f"Destination '{target}' already exists and is not empty")
+
+
+def _within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _check_loadable(plan: ConvertPlan) -> None:
+    """Quantize and dtype load the model with mlx-lm: it must be healthy and supported."""
+    problem = check_integrity(plan.source_dir)
+    if problem is not None:
+        raise ModelUnhealthyError(f"Cannot convert {plan.source}: {problem}")
+    config = read_config(plan.source_dir) or {}
+    if plan.operation == QUANTIZE and ("quantization" in config or "quantization_config" in config):
+        raise ValidationError(
+            f"{plan.source} is already quantised; quantise the original float model instead"
+        )
+    if not any(plan.source_dir.glob("model*.safetensors")):
+        raise ModelIncompatibleError(
+            f"Cannot convert {plan.source}: mlx-lm needs model*.safetensors weights"
+        )
+    # mlx-lm also loads unconverted Hugging Face checkpoints, so only the
+    # architecture matters here, not the detected framework.
+    reason = runtime_reason(config, "MLX")
+    if reason is not None:
+        raise ModelIncompatibleError(f"Cannot convert {plan.source}: {reason}")
+
+
+def _copy_files(source: Path, dest: Path, skip: Callable[[str], bool], report: Progress) -> None:
+    names = [n for n in _relative_files(source) if not skip(n)]
+    for done, name in enumerate(names, start=1):
+        out = dest / name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            shutil.copyfile(source / name, out)
+        except FileNotFoundError as exc:
+            raise ModelUnhealthyError(f"Source file missing: {name}") from exc
+        report("Copying files", done, len(names))
+
+
+def _relative_files(folder: Path) -> Iterator[str]:
+    """Files under ``folder`` (links followed), skipping hidden folders such as ``.git``."""
+    for current, dirs, files in os.walk(folder, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            yield os.path.relpath(os.path.join(current, name), folder)
+
+
+def _write_repaired(plan: ConvertPlan, dest: Path, report: Progress) -> None:
+    _copy_files(plan.source_dir, dest, lambda name: name.endswith(".index.json"), report)
+    (dest / INDEX_NAME).write_text(json.dumps(plan.index, indent=4) + "\n")
+
+
+def _write_quantized(plan: ConvertPlan, dest: Path, report: Progress) -> None:
+    from mlx_lm.utils import load_model, quantize_model
+
+    report("Loading", 0, 3)
+    model, config = _load(plan, load_model)
+    report("Quantising", 1, 3)
+    with contextlib.redirect_stdout(io.StringIO()):  # mlx-lm prints a bits-per-weight line
+        model, config = quantize_model(model, config, plan.group_size, plan.bits)
+    report("Saving", 2, 3)
+    _save(plan, model, config, dest, report)
+
+
+def _write_cast(plan: ConvertPlan, dest: Path, report: Progress) -> None:
+    import mlx.core as mx
+    from mlx.utils import tree_map_with_path
+    from mlx_lm.utils import load_model
+
+    report("Loading", 0, 3)
+    model, config = _load(plan, load_model)
+    report("Casting", 1, 3)
+    target = getattr(mx, str(plan.dtype))
+    castable = getattr(model, "cast_predicate", lambda _: True)
+
+    def cast(path: str, value: Any) -> Any:
+        # Packed quantised weights are integers and stay as they are.
+        if castable(path) and mx.issubdtype(value.dtype, mx.floating):
+            return value.astype(target)
+        return value
+
+    model.update(tree_map_with_path(cast, model.parameters()))
+    config["torch_dtype"] = plan.dtype
+    report("Saving", 2, 3)
+    _save(plan, model, config, dest, report)
+
+
+def _load(plan: ConvertPlan, load_model: Callable[..., Any]) -> tuple[Any, dict[str, Any]]:
+    """mlx-lm's loader, lazily: weights are read as they are converted."""
+    try:
+        return load_model(plan.source_dir, lazy=True)
+    except (ValueError, FileNotFoundError) as exc:
+        raise ModelIncompatibleError(f"mlx-lm cannot load {plan.source}: {exc}") from exc
+
+
+def _save(
+    plan: ConvertPlan, model: Any, config: dict[str, Any], dest: Path, report: Progress
+) -> None:
+    from mlx_lm.utils import save_config, save_model
+
+    save_model(dest, model, donate_model=True)
+    keep_vision = "vision_tower" in getattr(model, "model", {})
+    save_config(config, dest / "config.json", keep_vision_config=keep_vision)
+    report("Saving", 3, 3)
+
+    def replaced(name: str) -> bool:
+        top = "/" not in name
+        return top and (
+            name == "config.json"
+            or name.endswith(".index.json")
+            or Path(name).suffix in WEIGHT_FORMATS
+        )
+
+    _copy_files(plan.source_dir, dest, replaced, report)
+
+
+_WRITERS: dict[str, Callable[[ConvertPlan, Path, Progress], None]] = {
+    REPAIR_INDEX: _write_repaired,
+    QUANTIZE: _write_quantized,
+    DTYPE: _write_cast,
+}
+
+
+def _verify(staging: Path) -> None:
+    """The copy must be healthy apart from its own in-progress marker."""
+    marker_note = f"Unfinished files: {MARKER}"
+    problems = [p for p in workspace_report(staging)["anomalies"] if p != marker_note]
+    if problems:
+        raise ModelUnhealthyError(f"The converted model would be unhealthy: {problems[0]}")
+
+
+@contextlib.contextmanager
+def _filesystem_errors(target: Path) -> Iterator[None]:
+    try:
+        yield
+    except MlxkError:
+        raise
+    except PermissionError as exc:
+        raise PermissionDeniedError(f"Permission denied writing near '{target}': {exc}") from exc
+    except OSError as exc:
+        raise FilesystemError(f"Cannot write '{target}': {exc}") from exc
+
+
+def _folder_bytes(folder: Path) -> int:
+    total = 0
+    for name in _relative_files(folder):
+        with contextlib.suppress(OSError):
+            total += (folder / name).stat().st_size
+    return total
