@@ -4,7 +4,8 @@
 # `make demo` runs this with HF_HOME pointing at ./.demo-home.
 set -euo pipefail
 
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+if [ -t 1 ] && [ -z "${NO_COLOR:-}" ]; then bold=$'\033[1m' plain=$'\033[0m'; else bold='' plain=''; fi
+step() { printf '\n%s== %s%s\n' "$bold" "$*" "$plain"; }
 
 step "mlxk2 demo  (build a tiny random-weight MLX chat model into the cache)"
 mlxk2 demo
