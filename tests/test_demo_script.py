@@ -1,0 +1,26 @@
+"""The README's first command runs end to end: demo model, list, show, run, chat, serve."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.fixtures.cli import REPO_ROOT, cli_env
+
+
+def test_demo_script_runs_the_main_job_offline(tmp_path: Path) -> None:
+    env = cli_env(tmp_path / "hf_home", HF_HUB_OFFLINE="1")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    proc = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "demo.sh")], env=env,
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "mlxk2/demo-chat" in out
+    assert "\033[" not in out
+    chat_completion = json.loads(out[out.index('{\n  "id": "chatcmpl-'):].split("\n}\n")[0] + "\n}")
+    assert chat_completion["object"] == "chat.completion"
+    assert chat_completion["usage"]["completion_tokens"] > 0
+    assert (tmp_path / "hf_home" / "hub" / "models--mlxk2--demo-chat").is_dir()
