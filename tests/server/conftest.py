@@ -48,7 +48,8 @@ class LiveServer:
         return OpenAI(base_url=self.base_url, max_retries=0, timeout=60, **kwargs)
 
 
-def start_server(config: ServerConfig, provider: ModelProvider) -> tuple[LiveServer, Callable[[], None]]:
+def start_server(config: ServerConfig,
+                 provider: ModelProvider) -> tuple[LiveServer, Callable[[], None]]:
     """Start uvicorn on a thread; return the server and a function that stops it."""
     import uvicorn
 

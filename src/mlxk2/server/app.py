@@ -211,10 +211,10 @@ class _Run:
             if self.first_event is None:
                 self.first_event = time.perf_counter()
                 self.state.metrics.ttft.observe(self.first_event - self.started)
+            if isinstance(event, Finished):
+                self._record(event)
             yield event
             if not isinstance(event, Delta):
-                if isinstance(event, Finished):
-                    self._record(event)
                 return
 
     def _record(self, done: Finished) -> None:

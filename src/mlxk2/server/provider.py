@@ -183,7 +183,7 @@ class ModelProvider:
         future = self.worker.call(self._build_entry, target)
         entry = await asyncio.wrap_future(future)
         self._remember(target, entry)
-        await self._evict_idle(self.max_loaded)
+        await self._evict_idle(self.max_loaded, spare=entry)
         return entry
 
     def _build_entry(self, target: Runnable) -> LoadedEntry:
@@ -209,13 +209,14 @@ class ModelProvider:
 
     # -- unloading -------------------------------------------------------------
 
-    async def _evict_idle(self, keep: int) -> None:
+    async def _evict_idle(self, keep: int, spare: LoadedEntry | None = None) -> None:
         """Unload idle models, least recently used first, until at most ``keep`` remain.
 
-        Busy models are never dropped, so the limit may be exceeded until they finish.
+        Busy models (and ``spare``, a model just loaded for a waiting request) are
+        never dropped, so the limit may be exceeded until they finish.
         """
         while len(self._loaded) > keep:
-            idle = [e for e in self._loaded.values() if e.active == 0]
+            idle = [e for e in self._loaded.values() if e.active == 0 and e is not spare]
             if not idle:
                 return
             await self.unload(idle[0])
