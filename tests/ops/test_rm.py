@@ -201,3 +201,16 @@ def test_permission_failure_maps_to_exit_code_3(
 
     assert denied.value.exit_code == 3
     assert denied.value.data == {"model": "org/stuck"}
+
+
+def test_linked_model_folder_is_unlinked_without_touching_its_target(
+        cache: Path, env: dict[str, str], tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    real = add_model(elsewhere, "org/linked", tmp_path)
+    (cache / real.name).symlink_to(real)
+
+    result = run_subprocess("rm", "org/linked", "--json", env=env)
+
+    assert result.code == 0, result.stderr
+    assert not (cache / real.name).exists()
+    assert (real / "refs" / "main").is_file()
