@@ -26,7 +26,6 @@ import json
 import re
 import socket
 import threading
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -468,8 +467,7 @@ class _Handler(BaseHTTPRequestHandler):
         url = f"{self.server.public_url}/{repo_id}"
         with self.hub.lock:
             if repo_id in self.hub.repos:
-                raise_payload = {"error": "You already created this model repo", "url": url}
-                self._send_json(raise_payload, 409)
+                self._send_json({"error": "You already created this model repo", "url": url}, 409)
                 return
             repo = self.hub.repos[repo_id] = Repo(
                 repo_id, private=payload.get("visibility") == "private")
@@ -602,9 +600,3 @@ class HubServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-
-def iter_requests(hub: Hub, predicate: Callable[[RequestRecord], bool]) -> Iterator[RequestRecord]:
-    """The logged requests matching ``predicate``, oldest first."""
-    with hub.lock:
-        records = list(hub.requests)
-    return (r for r in records if predicate(r))

@@ -21,6 +21,7 @@ from mlxk2.errors import (
     NetworkError,
     OperationError,
     PermissionDeniedError,
+    ValidationError,
 )
 from mlxk2.resolve import expand_repo_id, validate_model_name
 
@@ -38,8 +39,6 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
     name, sep, rev = spec.partition("@")
     validate_model_name(name)
     if sep and not rev.strip():
-        from mlxk2.errors import ValidationError
-
         raise ValidationError(f"Empty revision in '{spec}'")
     return expand_repo_id(name), rev or None
 
