@@ -1,0 +1,137 @@
+"""``mlxk2 serve`` as a real process: start-up, a bad model, keep-alive memory, signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.cli import cli_env, run_subprocess
+from tests.fixtures.models import CHAT
+from tests.fixtures.schema import assert_valid_envelope
+from tests.server.conftest import _connection, free_port, raw_request
+
+KEY = "env-secret"
+
+
+@pytest.fixture(scope="module")
+def mid_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ~130M-parameter bf16 model (about 260 MB), big enough to see in the RSS."""
+    from mlxk2.engine.demo import build_demo_model
+
+    return build_demo_model(tmp_path_factory.mktemp("mid") / "model", preset="mid")
+
+
+def test_bad_model_fails_before_binding_the_port(demo_cache):
+    port = free_port()
+    result = run_subprocess("serve", "--model", "nobody/missing", "--port", str(port), "--json",
+                            env=cli_env(demo_cache.hf_home), timeout=60)
+    assert result.code == 1
+    doc = result.json
+    assert_valid_envelope(doc)
+    assert doc["command"] == "server"
+    assert doc["error"]["type"] == "model_not_found"
+    with pytest.raises(ConnectionRefusedError):
+        raw_request(f"http://127.0.0.1:{port}", "GET", "/health")
+
+
+@pytest.fixture(scope="module")
+def served(demo_cache, mid_workspace) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    port = free_port()
+    env = cli_env(demo_cache.hf_home, MLXK2_API_KEY=KEY)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlxk2", "serve", "--model", str(mid_workspace),
+         "--port", str(port), "--keep-alive", "2s"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        try:
+            if raw_request(url, "GET", "/health").status == 200:
+                break
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "server did not come up"
+        time.sleep(0.1)
+    yield proc, url
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(10)
+
+
+def _auth() -> dict[str, str]:
+    return {"Authorization": f"Bearer {KEY}"}
+
+
+def _rss(url: str) -> int:
+    return raw_request(url, "GET", "/health").json()["rss_bytes"]
+
+
+def _loaded(url: str) -> list[str]:
+    return raw_request(url, "GET", "/health").json()["loaded_models"]
+
+
+def test_api_key_from_the_environment_guards_v1(served):
+    _, url = served
+    assert raw_request(url, "GET", "/v1/models").status == 401
+    listed = raw_request(url, "GET", "/v1/models", headers=_auth())
+    assert listed.status == 200
+    assert CHAT in {m["id"] for m in listed.json()["data"]}
+
+
+def test_keep_alive_unloads_and_memory_drops(served, mid_workspace):
+    _, url = served
+    body = {"model": str(mid_workspace), "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 4}
+    assert raw_request(url, "POST", "/v1/chat/completions", body=body,
+                       headers=_auth()).status == 200
+    assert str(mid_workspace) in _loaded(url)
+    loaded_rss = _rss(url)
+    deadline = time.monotonic() + 30
+    while str(mid_workspace) in _loaded(url):
+        assert time.monotonic() < deadline, "model was never unloaded"
+        time.sleep(0.2)
+    weights = sum(p.stat().st_size for p in mid_workspace.glob("*.safetensors"))
+    assert loaded_rss - _rss(url) > weights * 0.6
+
+
+def test_sigterm_ends_streams_with_an_error_and_exits_zero(served):
+    proc, url = served
+    conn = _connection(url)
+    body = {"model": CHAT, "messages": [{"role": "user", "content": "Keep talking."}],
+            "max_tokens": 4000, "stream": True}
+    conn.request("POST", "/v1/chat/completions", body=json.dumps(body).encode(),
+                 headers={"Content-Type": "application/json", **_auth()})
+    response = conn.getresponse()
+    assert response.status == 200
+    assert response.readline().startswith(b"data: ")
+    proc.send_signal(signal.SIGTERM)
+    rest = response.read().decode()
+    conn.close()
+    events = [block.strip()[len("data: "):] for block in rest.split("\n\n") if block.strip()]
+    assert events[-1] == "[DONE]"
+    assert json.loads(events[-2])["error"]["code"] == "shutting_down"
+    assert proc.wait(30) == 0
+    stderr = proc.stderr.read() if proc.stderr else ""
+    assert "127.0.0.1" in stderr and "loopback only" in stderr
+    assert "Traceback" not in stderr
+    children = [p for p in os.listdir("/proc") if p.isdigit()
+                and _parent_of(p) == proc.pid] if os.path.isdir("/proc") else []
+    assert children == []
+
+
+def _parent_of(pid: str) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return int(fh.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
