@@ -80,7 +80,7 @@ def test_clone_errors(hub: Hub, hub_env: dict[str, str], tmp_path: Path, case: s
 def test_interrupted_clone_leaves_no_target_and_resumes(
         hub: Hub, hub_env: dict[str, str], tmp_path: Path) -> None:
     repo = unique_repo("org")
-    files = tiny_model_files(values=4096)
+    files = tiny_model_files(values=4112)
     hub.seed(repo, files=files)
     stall = hub.add_fault(repo, "model.safetensors", "stall", after_bytes=2000)
     target = tmp_path / "ws"

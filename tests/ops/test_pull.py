@@ -170,7 +170,7 @@ def test_connection_dropped_mid_file_is_retried_to_a_healthy_model(
 def test_ctrl_c_leaves_an_unhealthy_model_that_the_next_pull_completes(
         hub: Hub, hub_env: dict[str, str]) -> None:
     repo = unique_repo("org")
-    hub.seed(repo, files=tiny_model_files(values=4096))
+    hub.seed(repo, files=tiny_model_files(values=4104))
     stall = hub.add_fault(repo, "model.safetensors", "stall", after_bytes=3000)
     proc = subprocess.Popen([sys.executable, "-m", "mlxk2", "pull", repo], env=hub_env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

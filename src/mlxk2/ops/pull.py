@@ -71,7 +71,10 @@ def pull(spec: str, *, root: Path | None = None, tqdm_class: type | None = None,
         if snapshot is not None:
             return _repair(root, repo_id, snapshot, problem or "", tqdm_class, token)
         path = _download(root, repo_id, revision, tqdm_class, token)
-    except (KeyboardInterrupt, MlxkError):
+    except KeyboardInterrupt:
+        _mark_unfinished(repo_folder(root, repo_id) / "blobs")
+        raise
+    except MlxkError:
         raise
     except Exception as exc:
         raise translate(exc, DownloadFailedError, repo_id,
@@ -158,6 +161,13 @@ def _discard(link: Path) -> None:
             target.unlink()
     elif link.is_file():
         link.unlink()
+
+
+def _mark_unfinished(blobs: Path) -> None:
+    """Leave an ``.incomplete`` entry, huggingface_hub's sign of an unfinished download,
+    so that an interrupted pull shows as unhealthy even between two files."""
+    if blobs.is_dir():
+        (blobs / "mlxk2-pull-interrupted.incomplete").touch()
 
 
 def _discard_unfinished(blobs: Path) -> None:
