@@ -45,10 +45,6 @@ def test_helper_modules_and_path_tricks_are_not_architectures(model_type: str) -
     assert reason is not None
 
 
-def test_embedding_models_are_judged_by_their_own_rule() -> None:
-    assert runtime_reason({"model_type": "bert"}, "MLX", model_type="embedding") is None
-
-
 @pytest.mark.parametrize("framework", ["GGUF", "PyTorch", "Unknown"])
 def test_non_mlx_frameworks_get_the_spec_reason(framework: str) -> None:
     reason = runtime_reason({"model_type": "llama"}, framework)

@@ -95,7 +95,6 @@ def runtime_reason(
     config: Mapping[str, Any],
     framework: str,
     *,
-    model_type: str | None = None,
     search_path: list[str] | None = None,
 ) -> str | None:
     """Return why mlx-lm cannot run a (healthy) model, or None if it can.
@@ -103,21 +102,18 @@ def runtime_reason(
     Args:
         config: The model's parsed ``config.json`` (may be empty).
         framework: ``"MLX"``, ``"GGUF"``, ``"PyTorch"`` or ``"Unknown"``.
-        model_type: The detected model type; embedding models are judged by
-            their own rule (any MLX embedding model counts as runnable), since
-            their architectures (bert, t5...) are not mlx-lm text models.
         search_path: See :func:`find_mlx_lm`.
 
     Returns:
         The spec's reason string, or None when the model is runtime compatible.
+        Embedding models (bert, t5...) are not mlx-lm text architectures; callers
+        judge them by their own rule instead of asking here.
     """
     if framework != "MLX":
         return f"Framework {framework} not executable with mlx-lm (requires MLX)"
     mlx_lm = find_mlx_lm(search_path)
     if mlx_lm is None:
         return "mlx-lm is not installed, so no model can run"
-    if model_type == "embedding":
-        return None
     module = mlx_lm.module_for(config)
     if module is None:
         return "config.json has no model_type, so mlx-lm cannot pick an architecture"
