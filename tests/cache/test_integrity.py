@@ -50,6 +50,16 @@ def test_each_cached_case_gets_its_integrity_verdict(model_cache: BuiltCache, ke
         assert reason is not None and case.expected_reason in reason
 
 
+@pytest.mark.parametrize("key", SNAPSHOT_CASES)
+def test_workspace_report_agrees_with_the_first_problem(model_cache: BuiltCache, key: str) -> None:
+    path = model_cache.paths[key]
+
+    report = workspace_report(path)
+
+    assert report["healthy"] is (check_integrity(path) is None)
+    assert (report["anomalies"] or [None])[0] == check_integrity(path)
+
+
 def test_list_gives_every_case_its_verdict_and_skips_non_models(model_cache: BuiltCache) -> None:
     models = {m.name: m for m in list_models(root=model_cache.root)}
 

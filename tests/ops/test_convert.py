@@ -160,6 +160,16 @@ def test_repair_index_adds_the_missing_index_of_a_cached_model(
     assert _tree(hf_cache) == cache_before
 
 
+def test_a_cached_source_can_be_named_by_hash(alpha: None, hf_cache: Path, tmp_path: Path) -> None:
+    case = CASES["no_index"]
+    snapshot = case.build(hf_cache, case.repo_id)
+
+    result = _convert(f"no-index@{snapshot.name[:7]}", str(tmp_path / "fixed"), "--repair-index")
+
+    assert result.code == 0 and result.json["data"]["source"] == case.repo_id
+    assert check_integrity(tmp_path / "fixed") is None
+
+
 def test_repair_index_refuses_a_truncated_shard(alpha: None, tmp_path: Path) -> None:
     files = sharded_files()
     shard = "model-00002-of-00002.safetensors"
