@@ -50,7 +50,9 @@ def test_check_only_validates_locally_without_network_or_token(
         hub_env: dict[str, str], tmp_path: Path) -> None:
     good = write_files(tmp_path / "good", {**tiny_model_files(), "debug.log": b"noise",
                                            ".hfignore": b"# local files\n*.log\n",
-                                           ".git/HEAD": b"ref: refs/heads/main\n"})
+                                           ".git/HEAD": b"ref: refs/heads/main\n",
+                                           ".cache/huggingface/x.json": b"{}",
+                                           ".m.mlxk2-clone/models--a--b/refs/main": b"0"})
     bad = write_files(tmp_path / "bad", {"config.json": b"{not json"})
     offline = {**hub_env, "HF_ENDPOINT": closed_port_url()}
 
