@@ -214,3 +214,14 @@ def test_linked_model_folder_is_unlinked_without_touching_its_target(
     assert result.code == 0, result.stderr
     assert not (cache / real.name).exists()
     assert (real / "refs" / "main").is_file()
+
+
+def test_json_mode_deletes_a_unique_fuzzy_match_like_the_spec_example(
+        cache: Path, env: dict[str, str], tmp_path: Path) -> None:
+    folder = add_model(cache, "mlx-community/Phi-3-mini-4k-instruct-4bit", tmp_path)
+
+    result = run_subprocess("rm", "Phi-3-mini", "--json", env=env)
+
+    assert result.code == 0, result.stderr
+    assert result.json["data"]["model"] == "mlx-community/Phi-3-mini-4k-instruct-4bit"
+    assert not folder.exists()

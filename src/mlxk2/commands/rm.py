@@ -1,8 +1,9 @@
 """Delete a model from the cache (its models-- folder and its .locks entry).
 
 name@hash deletes only that snapshot (the whole model when it is the last one).
-A name that only matched (substring, short name of another org) asks for
-confirmation on a terminal; --force skips the question and ignores active locks.
+In human mode, a name that only matched (substring, short name of another org)
+asks for confirmation on a terminal and is refused elsewhere; --force skips the
+question and ignores active locks. With --json a unique match is deleted directly.
 Workspace folders are never deleted by rm.
 """
 
@@ -28,8 +29,10 @@ def handle(args: argparse.Namespace, out: Output) -> int:
     from mlxk2.output.rm import confirmation_question, render_rm
 
     plan = plan_removal(args.model)
-    if not plan.exact and not args.force:
-        if out.json or not sys.stdin.isatty():
+    # The JSON API deletes a unique match directly, as the spec's examples do: scripts
+    # cannot answer a question. People get asked, or must say --force.
+    if not plan.exact and not args.force and not out.json:
+        if not sys.stdin.isatty():
             raise ValidationError(
                 f"'{args.model}' is not an exact name (it matched {plan.target}); "
                 "repeat with the full name, or add --force", data={"model": plan.model})
