@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -141,3 +144,21 @@ def test_create_repo_and_upload_folder_round_trip(
     with pytest.raises(HfHubHTTPError) as refused:
         HfApi(endpoint=hub_server.url, token="hf_wrong").create_repo(unique_repo("test-user"))
     assert refused.value.response.status_code == 401
+
+
+def test_runs_by_hand_with_seeded_folders(tmp_path: Path) -> None:
+    folder = write_files(tmp_path / "model", tiny_model_files())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.hub", "--port", "0", "--seed", f"org/by-hand={folder}"],
+        cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().split()[3]
+        with urllib.request.urlopen(f"{url}/api/models/org/by-hand") as response:
+            info = json.load(response)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+    assert info["id"] == "org/by-hand"
+    assert sorted(s["rfilename"] for s in info["siblings"]) == sorted(tiny_model_files())
