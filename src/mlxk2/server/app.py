@@ -41,7 +41,7 @@ from mlxk2.server.scheduler import (
     Event,
     Finished,
     GenerationRequest,
-    threadsafe_sink,
+    Mailbox,
 )
 from mlxk2.server.schemas import ChatCompletionRequest, CompletionRequest, SamplingFields
 
@@ -191,23 +191,39 @@ def _token_budget(state: ServerState, entry: LoadedEntry, prompt_len: int,
 # -- the generation round trip -----------------------------------------------------------
 
 
+def _mergeable(first: Delta, second: Delta) -> bool:
+    """Two deltas can share a chunk unless that would reorder reasoning and content."""
+    return not (first.content and second.reasoning)
+
+
 class _Run:
     """One admitted request: its lease on a model, its slot, and its event queue."""
 
     def __init__(self, state: ServerState, entry: LoadedEntry, gen: GenerationRequest) -> None:
         self.state = state
         self.entry = entry
-        self.events: asyncio.Queue[Event] = asyncio.Queue()
+        self.mailbox = Mailbox()
+        self.events = self.mailbox.queue
         self.started = time.perf_counter()
         self.first_event: float | None = None
         worker = state.provider.worker
-        sink = threadsafe_sink(asyncio.get_running_loop(), self.events)
-        self.ticket = worker.submit(entry.batch, gen, sink)
+        self.ticket = worker.submit(entry.batch, gen, self.mailbox)
         self._closed = False
 
     async def __aiter__(self) -> AsyncIterator[Event]:
+        """Events in order; text that piled up while the client was slow comes merged."""
+        pending: Event | None = None
         while True:
-            event = await self.events.get()
+            event = pending or await self.events.get()
+            pending = None
+            while isinstance(event, Delta) and not self.events.empty():
+                following = self.events.get_nowait()
+                if isinstance(following, Delta) and _mergeable(event, following):
+                    event = Delta(event.content + following.content,
+                                  event.reasoning + following.reasoning)
+                else:
+                    pending = following
+                    break
             if self.first_event is None:
                 self.first_event = time.perf_counter()
                 self.state.metrics.ttft.observe(self.first_event - self.started)

@@ -26,6 +26,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mlxk2.server")
 
+#: Prompts prefilled per step. Prefill cost grows with prompt tokens whether or not
+#: prompts share a step, so taking them one per step lets each request start
+#: decoding as soon as its own prompt is done (lower median time to first token);
+#: decoding is where batching pays.
+PREFILL_BATCH = 1
+
 
 @dataclass(frozen=True)
 class GenerationRequest:
@@ -67,6 +73,23 @@ class Aborted:
 
 Event = Delta | Finished | Aborted
 Sink = Callable[[Event], None]
+
+
+class Mailbox:
+    """Where one request's events land: an asyncio queue on the loop that created it.
+
+    The worker posts events in batches, one loop wake-up per decode step rather
+    than one per token per request.
+    """
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue[Event] = asyncio.Queue()
+
+
+def _deliver(items: list[tuple[Mailbox, Event]]) -> None:
+    for mailbox, event in items:
+        mailbox.queue.put_nowait(event)
 
 
 class _Live:
@@ -123,9 +146,12 @@ class ModelBatch:
             loaded.model,
             stop_tokens=stop_tokens or None,
             completion_batch_size=max_batch,
-            prefill_batch_size=max_batch,
+            prefill_batch_size=PREFILL_BATCH,
         )
         self._live: dict[int, _Live] = {}
+        # Requests with equal settings share one sampler object, which lets the
+        # generator sample the whole batch in one call instead of row by row.
+        self._samplers: dict[tuple[float, float, float, int], Any] = {}
 
     @property
     def busy(self) -> bool:
@@ -141,10 +167,15 @@ class ModelBatch:
 
             # MLX has one random state; a seed makes a request reproducible when run alone.
             mx.random.seed(request.sampling.seed)
+        p = request.sampling
+        key = (p.temperature, p.top_p, p.min_p, p.top_k)
+        sampler = self._samplers.get(key)
+        if sampler is None:
+            sampler = self._samplers[key] = make_sampler(p)
         (uid,) = self._generator.insert(
             [request.prompt_tokens],
             max_tokens=[request.max_tokens],
-            samplers=[make_sampler(request.sampling)],
+            samplers=[sampler],
             logits_processors=[make_logits_processors(request.sampling)],
         )
         self._live[uid] = live
@@ -220,6 +251,7 @@ class Worker:
         self._batches: set[ModelBatch] = set()
         self._uids: dict[int, tuple[ModelBatch, int]] = {}
         self._numbers = itertools.count()
+        self._outbox: list[tuple[Mailbox, Event]] = []
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._started = False
 
@@ -249,9 +281,12 @@ class Worker:
         self._commands.put(job)
         return future
 
-    def submit(self, batch: ModelBatch, request: GenerationRequest, sink: Sink) -> Ticket:
-        """Start a request; events arrive through ``sink`` from the worker thread."""
+    def submit(self, batch: ModelBatch, request: GenerationRequest, mailbox: Mailbox) -> Ticket:
+        """Start a request; its events arrive in ``mailbox``."""
         number = next(self._numbers)
+
+        def sink(event: Event) -> None:
+            self._outbox.append((mailbox, event))
 
         def job() -> None:
             try:
@@ -310,6 +345,7 @@ class Worker:
             for command in self._drain(block=not any(b.busy for b in self._batches)):
                 if command is None:
                     self._shutdown()
+                    self._flush()
                     return
                 command()
             for batch in list(self._batches):
@@ -317,6 +353,21 @@ class Worker:
                     self._step(batch)
                 else:
                     self._batches.discard(batch)
+            self._flush()
+
+    def _flush(self) -> None:
+        """Hand this step's events to their event loops, one wake-up per loop."""
+        if not self._outbox:
+            return
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Mailbox, Event]]] = {}
+        for item in self._outbox:
+            by_loop.setdefault(item[0].loop, []).append(item)
+        self._outbox = []
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, items)
+            except RuntimeError:
+                log.info("dropping events for a closed event loop")
 
     def _drain(self, block: bool) -> list[Callable[[], None] | None]:
         """Every pending command; waits for the first one only when idle."""
@@ -339,12 +390,3 @@ class Worker:
         for batch in list(self._batches):
             batch.abort_all(error)
         self._batches.clear()
-
-
-def threadsafe_sink(loop: asyncio.AbstractEventLoop, events: asyncio.Queue[Event]) -> Sink:
-    """A sink the worker thread can call that lands events in an asyncio queue."""
-
-    def sink(event: Event) -> None:
-        loop.call_soon_threadsafe(events.put_nowait, event)
-
-    return sink
