@@ -12,7 +12,13 @@ import pexpect
 import pytest
 
 from tests.fixtures.cli import run_subprocess
-from tests.fixtures.hub import closed_port_url, safetensors_bytes, tiny_model_files, unique_repo
+from tests.fixtures.hub import (
+    closed_port_url,
+    read_only_dir,
+    safetensors_bytes,
+    tiny_model_files,
+    unique_repo,
+)
 from tests.hub import Hub
 
 
@@ -149,6 +155,22 @@ def test_unwritable_cache_is_an_operation_error(
 
     assert result.code == 3
     assert result.json["error"]["type"] in ("OperationError", "PermissionError")
+
+
+def test_read_only_cache_is_a_permission_error(
+        hub: Hub, hub_env: dict[str, str], tmp_path: Path) -> None:
+    repo = unique_repo("org")
+    hub.seed(repo, files=tiny_model_files())
+    locked = tmp_path / "locked-cache"
+    locked.mkdir()
+
+    with read_only_dir(locked):
+        result = run_subprocess("pull", repo, "--json",
+                                env={**hub_env, "HF_HUB_CACHE": str(locked)})
+
+    assert result.code == 3
+    assert result.json["error"]["type"] == "PermissionError"
+    assert result.json["data"]["download_status"] == "failed"
 
 
 def test_connection_dropped_mid_file_is_retried_to_a_healthy_model(

@@ -15,7 +15,7 @@ from mlxk2.cache.layout import repo_folder, store_snapshot
 from mlxk2.errors import PermissionDeniedError
 from mlxk2.ops.rm import execute_removal, plan_removal
 from tests.fixtures.cli import cli_env, run_subprocess
-from tests.fixtures.hub import tiny_model_files, write_files
+from tests.fixtures.hub import read_only_dir, tiny_model_files, write_files
 
 OLD = "a" * 40
 NEW = "b" * 40
@@ -171,20 +171,16 @@ def test_fuzzy_match_asks_on_a_terminal(
     assert not gone.exists()
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
 def test_permission_failure_is_a_permission_error(
         cache: Path, env: dict[str, str], tmp_path: Path) -> None:
     folder = add_model(cache, "org/readonly", tmp_path)
-    snapshots = folder / "snapshots"
-    snapshots.chmod(0o500)
-    try:
+    with read_only_dir(folder / "snapshots"):
         result = run_subprocess("rm", "org/readonly", "--json", env=env)
-    finally:
-        snapshots.chmod(0o700)
 
     assert result.code == 3
     assert result.json["error"]["type"] == "PermissionError"
     assert result.json["data"] == {"model": "org/readonly"}
+    assert folder.exists()
 
 
 def test_permission_failure_maps_to_exit_code_3(
