@@ -115,3 +115,18 @@ def test_copy_file_shares_blocks_or_falls_back_to_a_copy(tmp_path: Path) -> None
     assert method in ("reflink", "clonefile", "copy")
     assert (tmp_path / "copy").read_bytes() == src.read_bytes()
     assert not (tmp_path / "copy").is_symlink()
+
+
+def test_clone_into_the_current_empty_folder(
+        hub: Hub, hub_env: dict[str, str], tmp_path: Path) -> None:
+    repo = unique_repo("org")
+    hub.seed(repo, files=tiny_model_files())
+    here = tmp_path / "here"
+    here.mkdir()
+
+    result = run_subprocess("clone", repo, ".", "--json", env=hub_env, cwd=here)
+
+    assert result.code == 0, result.stderr
+    assert result.json["data"]["target_dir"] == "."
+    assert tree(here) == tiny_model_files()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".here.")]

@@ -62,7 +62,7 @@ def clone(spec: str, target_dir: str, *, tqdm_class: type | None = None,
         CloneFailedError, AccessDeniedError, NetworkError: the Hub said no.
         FilesystemError, PermissionDeniedError: the files could not be written.
     """
-    target = Path(target_dir).expanduser()
+    target = Path(target_dir).expanduser().resolve()
 
     def data(model: str | None, status: str) -> dict[str, Any]:
         return {"model": model, "clone_status": status, "target_dir": target_dir}
@@ -83,8 +83,9 @@ def clone(spec: str, target_dir: str, *, tqdm_class: type | None = None,
         _remove(staging)
         count, method = _copy_tree(snapshot, staging)
         if target.exists():
-            target.rmdir()  # checked empty above
-        os.replace(staging, target)
+            _move_into(staging, target)  # an existing empty folder, maybe the shell's cwd
+        else:
+            os.replace(staging, target)
     except KeyboardInterrupt:
         _remove(staging)  # the temporary cache stays: the next clone resumes from it
         raise
@@ -172,6 +173,15 @@ def _clonefile(src: Path, dst: Path) -> bool:
     except (OSError, AttributeError):
         return False
     return result == 0
+
+
+def _move_into(staging: Path, target: Path) -> None:
+    """Move staged entries into ``target``, config.json last: a move cut short leaves
+    a folder without config.json, which never passes as a healthy model."""
+    entries = sorted(staging.iterdir(), key=lambda p: p.name == "config.json")
+    for entry in entries:
+        os.replace(entry, target / entry.name)
+    staging.rmdir()
 
 
 def _remove(path: Path) -> None:
