@@ -92,15 +92,18 @@ def _deliver(items: list[tuple[Mailbox, Event]]) -> None:
         mailbox.queue.put_nowait(event)
 
 
-class _Live:
-    """Worker-side state of one running request."""
+class RequestText:
+    """One request's token-to-text pipeline: detokenizer, stop strings, reasoning split.
 
-    def __init__(self, request: GenerationRequest, loaded: LoadedModel, sink: Sink) -> None:
+    It also keeps the exact token count and timings. Used on the worker thread.
+    """
+
+    def __init__(self, request: GenerationRequest, loaded: LoadedModel) -> None:
         from mlxk2.engine.reasoning import ReasoningParser
         from mlxk2.engine.stops import StopMatcher
 
-        self.sink = sink
         self.prompt_len = len(request.prompt_tokens)
+        self.hidden = loaded.hidden_tokens
         self.detokenizer = loaded.tokenizer.detokenizer
         self.stops = StopMatcher(list(request.stops))
         self.reasoning = (
@@ -111,7 +114,36 @@ class _Live:
         self.started = time.perf_counter()
         self.first_token_at: float | None = None
 
-    def split(self, text: str, final: bool) -> Delta | None:
+    def push(self, token: int, engine_finish: str | None) -> tuple[Delta | None, str | None]:
+        """Take one generated token.
+
+        Args:
+            token: The sampled token id.
+            engine_finish: The generator's finish reason for this token: ``"stop"``
+                (an end-of-sequence token, never shown as text), ``"length"`` or None.
+
+        Returns:
+            The new text, if any, and the request's finish reason once it is over
+            (a stop string ends it even when the generator would go on).
+        """
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+        self.generated += 1
+        hit_eos = engine_finish == "stop"
+        if not hit_eos and token not in self.hidden:
+            self.detokenizer.add_token(token)
+        if engine_finish is not None:
+            self.detokenizer.finalize()
+        text, stopped = self.stops.feed(self.detokenizer.last_segment)
+        reason: str | None = None
+        if stopped:
+            reason = "stop"
+        elif engine_finish is not None:
+            text += self.stops.flush()
+            reason = "stop" if hit_eos else "length"
+        return self._split(text, final=reason is not None), reason
+
+    def _split(self, text: str, final: bool) -> Delta | None:
         """Route text to content or reasoning; on the last call, flush held-back text."""
         if self.reasoning is None:
             return Delta(text) if text else None
@@ -132,6 +164,14 @@ class _Live:
             first_token_seconds=None if first is None else first - self.started,
             decode_seconds=0.0 if first is None else now - first,
         )
+
+
+class _Live:
+    """A running request: its text pipeline and where its events go."""
+
+    def __init__(self, text: RequestText, sink: Sink) -> None:
+        self.text = text
+        self.sink = sink
 
 
 class ModelBatch:
@@ -161,7 +201,7 @@ class ModelBatch:
         """Queue a request into the running batch; it joins at the next step."""
         from mlxk2.engine.sampling import make_logits_processors, make_sampler
 
-        live = _Live(request, self.loaded, sink)
+        live = _Live(RequestText(request, self.loaded), sink)
         if request.sampling.seed is not None:
             import mlx.core as mx
 
@@ -201,31 +241,14 @@ class ModelBatch:
                 self._deliver(response.uid, live, response.token, response.finish_reason)
 
     def _deliver(self, uid: int, live: _Live, token: int, engine_finish: str | None) -> None:
-        if live.first_token_at is None:
-            live.first_token_at = time.perf_counter()
-        live.generated += 1
-        # The generator only stops on end-of-sequence tokens, which never show as text.
-        hit_eos = engine_finish == "stop"
-        if not hit_eos and token not in self.loaded.hidden_tokens:
-            live.detokenizer.add_token(token)
-        if engine_finish is not None:
-            live.detokenizer.finalize()
-        text, stopped = live.stops.feed(live.detokenizer.last_segment)
-        if stopped:
-            reason = "stop"
-            if engine_finish is None:
-                self._generator.remove([uid])
-        elif engine_finish is not None:
-            text += live.stops.flush()
-            reason = "stop" if hit_eos else "length"
-        else:
-            reason = None
-        delta = live.split(text, final=reason is not None)
+        delta, reason = live.text.push(token, engine_finish)
+        if reason is not None and engine_finish is None:
+            self._generator.remove([uid])  # a stop string ended it mid-batch
         if delta is not None:
             live.sink(delta)
         if reason is not None:
             del self._live[uid]
-            live.sink(live.finish(reason))
+            live.sink(live.text.finish(reason))
 
     def close(self) -> None:
         """End the batch and drop every reference to the model's arrays."""
