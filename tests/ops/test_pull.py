@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -235,3 +236,11 @@ def test_progress_bars_only_on_a_terminal(hub: Hub, hub_env: dict[str, str]) -> 
     assert "Fetching 4 files" in terminal.before
     assert "Successfully downloaded" in terminal.before
     assert os.path.isdir(cache_dir(hub_env) / f"models--{other.replace('/', '--')}")
+
+    third = unique_repo("org")
+    hub.seed(third, files=tiny_model_files())
+    json_mode = pexpect.spawn(sys.executable, ["-m", "mlxk2", "pull", third, "--json"],
+                              env=hub_env, timeout=60, encoding="utf-8")
+    json_mode.expect(pexpect.EOF)
+    json_mode.close()
+    assert json.loads(json_mode.before)["data"]["download_status"] == "success"
