@@ -148,3 +148,21 @@ def test_shutdown_ends_streams_with_an_error_event_and_refuses_new_work(make_ser
     refused = raw_request(draining.url, "POST", "/v1/chat/completions",
                           body={"model": CHAT, "messages": [{"role": "user", "content": "hi"}]})
     assert refused.status == 503
+
+
+def test_disconnect_of_a_non_streaming_request_frees_the_slot(one_slot):
+    _wait_for(lambda: _active(one_slot) == 0)
+    before = _disconnects(one_slot)
+    conn = _connection(one_slot.url)
+    body = {"model": CHAT, "messages": [{"role": "user", "content": "Go on."}],
+            "max_tokens": 4000}
+    conn.request("POST", "/v1/chat/completions", body=json.dumps(body).encode(),
+                 headers={"Content-Type": "application/json"})
+    _wait_for(lambda: _active(one_slot) == 1)
+    conn.sock.close()
+    conn.close()
+    _wait_for(lambda: _active(one_slot) == 0)
+    assert _disconnects(one_slot) == before + 1
+    reply = one_slot.client().chat.completions.create(
+        model=CHAT, messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+    assert reply.usage.completion_tokens == 2

@@ -293,7 +293,7 @@ async def _start(state: ServerState, req: SamplingFields,
         raise
 
 
-async def _collect(run: _Run) -> tuple[str, str, Finished]:
+async def _gather(run: _Run) -> tuple[str, str, Finished]:
     content: list[str] = []
     reasoning: list[str] = []
     async for event in run:
@@ -305,6 +305,36 @@ async def _collect(run: _Run) -> tuple[str, str, Finished]:
         else:
             return "".join(content), "".join(reasoning), event
     raise RuntimeError("generation ended without a final event")
+
+
+class ClientGoneError(Exception):
+    """The client of a non-streaming request disconnected before the answer was ready."""
+
+
+async def _until_disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _collect(run: _Run, request: Request) -> tuple[str, str, Finished]:
+    """The whole answer, or :class:`ClientGoneError` as soon as the client hangs up.
+
+    The run is closed either way, so a vanished client frees its slot at once.
+    """
+    answer = asyncio.ensure_future(_gather(run))
+    watch = asyncio.ensure_future(_until_disconnected(request))
+    try:
+        await asyncio.wait({answer, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+        if not answer.done():
+            answer.cancel()
+        run.close()
+    if answer.done() and not answer.cancelled():
+        return answer.result()
+    run.state.metrics.disconnects.inc()
+    log.info("client disconnected before its answer; freed its batch slot")
+    raise ClientGoneError
 
 
 def _usage(done: Finished) -> dict[str, int]:
@@ -430,6 +460,9 @@ def _install_error_handlers(app: FastAPI) -> None:
             log.error("request failed", exc_info=exc)
         return JSONResponse(body, status_code=status)
 
+    async def client_gone(request: Request, exc: Exception) -> Response:
+        return Response(status_code=499)  # nobody reads it; it labels the metrics
+
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
@@ -439,6 +472,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(MlxkError, api_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(ClientGoneError, client_gone)
 
 
 class _Gate:
@@ -566,10 +600,7 @@ def _add_routes(app: FastAPI) -> None:
                 _chat_stream(run, ident, created, name, req.include_usage()),
                 media_type="text/event-stream", headers=SSE_HEADERS,
             )
-        try:
-            content, reasoning, done = await _collect(run)
-        finally:
-            run.close()
+        content, reasoning, done = await _collect(run, request)
         message: dict[str, Any] = {"role": "assistant", "content": content}
         if reasoning:
             message["reasoning_content"] = reasoning
@@ -611,10 +642,7 @@ def _add_routes(app: FastAPI) -> None:
                 _text_stream(run, ident, created, name, req.include_usage()),
                 media_type="text/event-stream", headers=SSE_HEADERS,
             )
-        try:
-            content, _, done = await _collect(run)
-        finally:
-            run.close()
+        content, _, done = await _collect(run, request)
         return JSONResponse({
             "id": ident, "object": "text_completion", "created": created, "model": name,
             "choices": [{"index": 0, "text": content, "logprobs": None,
