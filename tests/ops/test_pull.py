@@ -7,11 +7,15 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+import httpx2
 import pexpect
 import pytest
 
+from mlxk2.errors import DownloadFailedError
+from mlxk2.ops._hub import translate
 from tests.fixtures.cli import run_subprocess
 from tests.fixtures.hub import (
     closed_port_url,
@@ -244,3 +248,19 @@ def test_progress_bars_only_on_a_terminal(hub: Hub, hub_env: dict[str, str]) -> 
     json_mode.expect(pexpect.EOF)
     json_mode.close()
     assert json.loads(json_mode.before)["data"]["download_status"] == "success"
+
+
+@pytest.mark.parametrize(
+    ("raised", "error_type", "code"),
+    [
+        (lambda: httpx2.ReadTimeout("timed out"), "NetworkError", 2),
+        (lambda: httpx2.ConnectError("refused"), "NetworkError", 2),
+        (lambda: PermissionError(13, "Permission denied"), "PermissionError", 3),
+        (lambda: OSError(28, "No space left on device"), "OperationError", 3),
+    ],
+)
+def test_error_table_covers_timeouts_and_disk_failures(
+        raised: Callable[[], Exception], error_type: str, code: int) -> None:
+    error = translate(raised(), DownloadFailedError, "org/model")
+
+    assert (error.error_type, error.exit_code) == (error_type, code)
