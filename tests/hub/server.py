@@ -195,6 +195,13 @@ class Hub:
             self.faults.setdefault(blob.sha256, []).append(fault)
             return fault
 
+    def stall_upload(self, data: bytes) -> Fault:
+        """Hold the next LFS upload of ``data`` until the fault is released."""
+        with self.lock:
+            fault = Fault("stall", 0, 1)
+            self.faults.setdefault(hashlib.sha256(data).hexdigest(), []).append(fault)
+            return fault
+
     # ---- internals -------------------------------------------------------------------
     def _commit(self, repo: Repo, branch: str, files: dict[str, Blob], message: str) -> Commit:
         self._counter += 1
@@ -517,6 +524,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _h_lfs_upload(self, oid: str) -> None:
         data = self._read_body()
+        fault = self.hub.take_fault(oid)
+        if fault is not None:
+            fault.reached.set()
+            fault.release.wait(timeout=120)
         if hashlib.sha256(data).hexdigest() != oid:
             raise HubError(400, "", "Uploaded content does not match its oid")
         with self.hub.lock:

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.fixtures.cli import run_subprocess
-from tests.fixtures.hub import closed_port_url, tiny_model_files, unique_repo, write_files
+from tests.fixtures.hub import (
+    closed_port_url,
+    safetensors_bytes,
+    tiny_model_files,
+    unique_repo,
+    write_files,
+)
 from tests.hub import Hub
 
 DISCLAIMER = "Experimental feature (M0: upload only). No validation/filters; review on the Hub."
@@ -146,3 +155,32 @@ def test_branch_push_leaves_main_alone(
     assert "+ notes.txt" in result.stdout
     assert hub.head(repo) == main_head
     assert "notes.txt" in hub.files(repo, "dev")
+
+
+def test_ctrl_c_during_upload_commits_nothing(
+        hub: Hub, hub_env: dict[str, str], hub_token: str, tmp_path: Path) -> None:
+    repo = unique_repo("test-user")
+    files = {**tiny_model_files(), "model.safetensors": safetensors_bytes(3000)}
+    workspace = write_files(tmp_path / "ws", files)
+    env = {**hub_env, "HF_TOKEN": hub_token}
+    stall = hub.stall_upload(files["model.safetensors"])
+    proc = subprocess.Popen([sys.executable, "-m", "mlxk2", "push", str(workspace), repo,
+                             "--create"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        assert stall.reached.wait(60), "the push never reached the upload"
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+    finally:
+        stall.release.set()
+        if proc.poll() is None:
+            proc.kill()
+
+    assert proc.returncode == 130
+    assert sorted(hub.files(repo)) == [".gitattributes"]
+
+    result = run_subprocess("push", str(workspace), repo, "--json", env=env)
+
+    assert result.code == 0, result.stderr
+    assert result.json["data"]["change_summary"]["added"] == len(files)
+    assert hub.files(repo) == {".gitattributes": hub.files(repo)[".gitattributes"], **files}

@@ -29,13 +29,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def handle(args: argparse.Namespace, out: Output) -> int:
-    from mlxk2.commands.pull import progress_class
+    from mlxk2.commands.pull import exit_interrupted, progress_class
     from mlxk2.ops.push import push
     from mlxk2.output.push import render_push
 
-    result = push(args.dir, args.repo_id, create=args.create, private=args.private,
-                  branch=args.branch, message=args.message, check_only=args.check_only,
-                  progress=progress_class(out) is not None)
+    try:
+        result = push(args.dir, args.repo_id, create=args.create, private=args.private,
+                      branch=args.branch, message=args.message, check_only=args.check_only,
+                      progress=progress_class(out) is not None)
+    except KeyboardInterrupt:
+        exit_interrupted(out, "Push interrupted: files are committed only at the end, "
+                              "so the repo is unchanged. Run the same push again.")
     files = result if args.verbose else None
     return out.success("push", result.to_dict(),
                        lambda data, sink: render_push(data, sink, files))

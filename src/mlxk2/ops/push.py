@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mlxk2.errors import AuthError, MlxkError, PushFailedError, ValidationError
-from mlxk2.ops._hub import translate
+from mlxk2.ops._hub import run_interruptible, translate
 from mlxk2.ops.clone import CLONE_CACHE_SUFFIX, STAGING_SUFFIX
 from mlxk2.resolve import validate_model_name
 
@@ -129,7 +129,8 @@ def push(workspace: str, repo_id: str, *, create: bool = False, private: bool = 
         raise AuthError("HF_TOKEN not set", data=failure_data(repo_id, branch))
     try:
         with nullcontext() if progress else disable_progress_bars():
-            return _upload(folder, files, repo_id, branch, create, private, message, token)
+            return run_interruptible(_upload, folder, files, repo_id, branch, create, private,
+                                     message, token)
     except MlxkError:
         raise
     except Exception as exc:
