@@ -135,3 +135,12 @@ def _parent_of(pid: str) -> int | None:
             return int(fh.read().rsplit(")", 1)[1].split()[1])
     except (OSError, ValueError, IndexError):
         return None
+
+
+def test_serve_command_module_imports_no_server_stack(demo_cache):
+    code = ("import sys, mlxk2.cli; mlxk2.cli.build_parser(); "
+            "heavy = [m for m in ('fastapi', 'uvicorn', 'mlx', 'mlx_lm', 'starlette') "
+            "if m in sys.modules]; print(heavy)")
+    result = subprocess.run([sys.executable, "-c", code], env=cli_env(demo_cache.hf_home),
+                            capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "[]", result.stderr

@@ -115,6 +115,9 @@ class ModelProvider:
         self._loaded: OrderedDict[Path, LoadedEntry] = OrderedDict()
         self._loading: dict[Path, asyncio.Future[LoadedEntry]] = {}
         self._workspaces: dict[str, Path] = {}
+        # Specs already resolved to a loaded model: requests for a loaded model skip
+        # resolution and the file checks, which would otherwise add to every TTFT.
+        self._aliases: dict[str, Path] = {}
         self.on_change: Callable[[int], None] = lambda count: None
 
     # -- queries ---------------------------------------------------------------
@@ -152,6 +155,7 @@ class ModelProvider:
         self._check_memory(target)
         entry = self.worker.call(self._build_entry, target).result()
         self._remember(target, entry)
+        self._aliases[spec] = entry.path
         return entry
 
     async def acquire(self, spec: str) -> LoadedEntry:
@@ -159,8 +163,11 @@ class ModelProvider:
 
         The caller must :meth:`release` the entry when its request ends.
         """
-        target = await asyncio.to_thread(self.runnable, spec)
-        entry = self._loaded.get(target.path)
+        known = self._aliases.get(spec)
+        entry = self._loaded.get(known) if known is not None else None
+        if entry is None:
+            target = await asyncio.to_thread(self.runnable, spec)
+            entry = self._loaded.get(target.path)
         if entry is None:
             pending = self._loading.get(target.path)
             if pending is None:
@@ -171,6 +178,7 @@ class ModelProvider:
         entry.active += 1
         entry.last_used = time.monotonic()
         self._loaded.move_to_end(entry.path)
+        self._aliases[spec] = entry.path
         return entry
 
     def release(self, entry: LoadedEntry) -> None:
@@ -226,6 +234,7 @@ class ModelProvider:
         if self._loaded.get(entry.path) is not entry:
             return
         del self._loaded[entry.path]
+        self._aliases = {k: p for k, p in self._aliases.items() if p != entry.path}
         await asyncio.wrap_future(self.worker.release(entry.batch))
         log.info("unloaded %s", entry.name)
         self.on_change(len(self._loaded))
