@@ -4,9 +4,10 @@ The download goes into a temporary cache beside the target
 (``.<target>.mlxk2-clone``), so the user's cache stays untouched and both live on
 the same filesystem. The files are then copied (copy-on-write where the
 filesystem can: reflink on Linux, clonefile on macOS; a plain copy otherwise)
-into a staging folder that is renamed onto the target only once complete. An
-interrupted clone therefore never leaves a half-filled target, and running it
-again reuses what the temporary cache already holds.
+into a staging folder that becomes the target only once complete (renamed, or
+moved into an existing empty folder with config.json last). An interrupted clone
+therefore never leaves a target that looks healthy, and running it again reuses
+what the temporary cache already holds.
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ class CloneResult:
     target_dir: str  # as the user typed it
     path: Path
     files: int
-    copy_method: str  # "reflink" | "clonefile" | "copy"
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "clone_status": "success",
@@ -81,7 +81,7 @@ def clone(spec: str, target_dir: str, *, tqdm_class: type | None = None,
         target.parent.mkdir(parents=True, exist_ok=True)
         snapshot = _download(repo_id, revision, cache, tqdm_class, token)
         _remove(staging)
-        count, method = _copy_tree(snapshot, staging)
+        count = _copy_tree(snapshot, staging)
         if target.exists():
             _move_into(staging, target)  # an existing empty folder, maybe the shell's cwd
         else:
@@ -97,7 +97,7 @@ def clone(spec: str, target_dir: str, *, tqdm_class: type | None = None,
             _remove(cache)
         raise error from exc
     _remove(cache)
-    return CloneResult(repo_id, target_dir, target, count, method)
+    return CloneResult(repo_id, target_dir, target, count)
 
 
 def _classify(error: MlxkError, exc: BaseException, target_dir: str) -> MlxkError:
@@ -122,19 +122,18 @@ def _download(repo_id: str, revision: str | None, cache: Path, tqdm_class: type 
     return Path(path)
 
 
-def _copy_tree(snapshot: Path, dest: Path) -> tuple[int, str]:
+def _copy_tree(snapshot: Path, dest: Path) -> int:
     """Copy a snapshot's files (following its links into blobs) as real files."""
     dest.mkdir(parents=True)
-    methods = set()
     count = 0
     for src in sorted(snapshot.rglob("*")):
         if src.is_dir():
             continue
         out = dest / src.relative_to(snapshot)
         out.parent.mkdir(parents=True, exist_ok=True)
-        methods.add(copy_file(Path(os.path.realpath(src)), out))
+        copy_file(Path(os.path.realpath(src)), out)
         count += 1
-    return count, "copy" if "copy" in methods or not methods else methods.pop()
+    return count
 
 
 def copy_file(src: Path, dst: Path) -> str:
