@@ -14,7 +14,8 @@ Access rules, chosen so the client can tell the cases apart:
 * unknown repo: 401 without a token, 404 with one (``X-Error-Code: RepoNotFound``);
 * gated repo without a granted token: 401/403 ``GatedRepo``;
 * private repo without a valid token: 403 without an error code (plain "forbidden");
-* writes need a valid token, else 401 "Invalid credentials in Authorization header".
+* a token that is not valid is refused on every API call, like the real Hub does:
+  401 "Invalid credentials in Authorization header"; writes need a valid token.
 """
 
 from __future__ import annotations
@@ -289,6 +290,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.hub.requests.append(RequestRecord(self.command, url.path,
                                                self.headers.get("Range"), self._token_valid()))
         try:
+            if self._token() is not None and not self._token_valid() \
+                    and not url.path.startswith("/lfs/"):
+                raise HubError(401, "", "Invalid credentials in Authorization header")
             for method, pattern, name in _ROUTES:
                 match = pattern.match(url.path)
                 if method == self.command and match:

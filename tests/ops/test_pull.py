@@ -140,6 +140,17 @@ def test_gated_repo_downloads_with_a_token(
     assert result.json["data"]["download_status"] == "success"
 
 
+def test_rejected_token_is_access_denied(hub: Hub, hub_env: dict[str, str]) -> None:
+    repo = unique_repo("org")
+    hub.seed(repo, files=tiny_model_files())
+
+    result = run_subprocess("pull", repo, "--json", env={**hub_env, "HF_TOKEN": "hf_wrong"})
+
+    assert result.code == 2
+    assert result.json["error"]["type"] == "access_denied"
+    assert "token" in result.json["error"]["message"]
+
+
 def test_refused_connection_is_a_network_error(hub_env: dict[str, str]) -> None:
     result = run_subprocess("pull", "org/anything", "--json",
                             env={**hub_env, "HF_ENDPOINT": closed_port_url()})

@@ -26,6 +26,7 @@ from mlxk2.errors import (
 from mlxk2.resolve import expand_repo_id, validate_model_name
 
 T = TypeVar("T")
+REJECTED_TOKEN = "Invalid credentials in Authorization header"  # the Hub's X-Error-Message
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
@@ -91,6 +92,10 @@ def translate(exc: BaseException, failed: type[MlxkError], repo_id: str,
               "Accept terms and set HF_TOKEN.")
     if isinstance(cause, GatedRepoError):
         return AccessDeniedError(access, data=data)
+    if isinstance(cause, HfHubHTTPError) and cause.response is not None \
+            and cause.response.headers.get("X-Error-Message") == REJECTED_TOKEN:
+        return AccessDeniedError(f"The Hub rejected the token (HF_TOKEN) for '{repo_id}'",
+                                 data=data)
     if isinstance(cause, HfHubHTTPError) and cause.response is not None \
             and cause.response.status_code in (401, 403) \
             and cause.response.headers.get("X-Error-Code") != "RepoNotFound":
