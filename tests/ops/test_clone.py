@@ -12,6 +12,7 @@ import pytest
 from mlxk2.ops.clone import clone_cache_dir, copy_file
 from tests.fixtures.cli import run_subprocess
 from tests.fixtures.hub import tiny_model_files, unique_repo
+from tests.fixtures.models import CHAT, DemoCache
 from tests.hub import Hub
 
 
@@ -130,3 +131,19 @@ def test_clone_into_the_current_empty_folder(
     assert result.json["data"]["target_dir"] == "."
     assert tree(here) == tiny_model_files()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".here.")]
+
+
+def test_cloned_real_model_runs_by_path(
+        hub: Hub, hub_env: dict[str, str], tmp_path: Path, demo_cache: DemoCache) -> None:
+    repo = unique_repo("mlxk2", "demo-chat")
+    hub.seed(repo, demo_cache.paths[CHAT])
+    workspace = tmp_path / "ws"
+    assert run_subprocess("clone", repo, str(workspace), env=hub_env).code == 0
+
+    result = run_subprocess("run", str(workspace), "Hello", "--max-tokens", "4", "--seed", "1",
+                            "--json", env=hub_env)
+
+    assert result.code == 0, result.stderr
+    data = result.json["data"]
+    assert data["model"] == str(workspace)
+    assert data["tokens_generated"] >= 1
