@@ -221,3 +221,16 @@ def test_json_mode_deletes_a_unique_fuzzy_match_like_the_spec_example(
     assert result.code == 0, result.stderr
     assert result.json["data"]["model"] == "mlx-community/Phi-3-mini-4k-instruct-4bit"
     assert not folder.exists()
+
+
+def test_dry_run_previews_without_deleting(
+        cache: Path, env: dict[str, str], tmp_path: Path) -> None:
+    folder = add_model(cache, "org/two-revs", tmp_path, OLD, NEW)
+
+    result = run_subprocess("rm", f"org/two-revs@{OLD[:6]}", "--dry-run", "--json", env=env)
+
+    assert result.code == 0, result.stderr
+    assert result.json["data"] == {"model": "org/two-revs", "action": "would_delete",
+                                   "message": f"Would delete org/two-revs@{OLD}",
+                                   "locks_detected": False, "lock_files": [], "snapshot": OLD}
+    assert sorted(p.name for p in (folder / "snapshots").iterdir()) == [OLD, NEW]

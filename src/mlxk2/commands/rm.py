@@ -22,6 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                          "substring, or name@hash for one snapshot")
     parser.add_argument("-f", "--force", action="store_true",
                         help="Do not ask, and delete even when another process holds a lock")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="Only show what would be deleted")
 
 
 def handle(args: argparse.Namespace, out: Output) -> int:
@@ -29,6 +31,8 @@ def handle(args: argparse.Namespace, out: Output) -> int:
     from mlxk2.output.rm import confirmation_question, render_rm
 
     plan = plan_removal(args.model)
+    if args.dry_run:
+        return out.success("rm", plan.preview(), render_rm)
     # The JSON API deletes a unique match directly, as the spec's examples do: scripts
     # cannot answer a question. People get asked, or must say --force.
     if not plan.exact and not args.force and not out.json:

@@ -50,6 +50,17 @@ class RemovalPlan:
         assert self.snapshot is not None
         return f"{self.model}@{self.snapshot.name}"
 
+    def preview(self) -> dict[str, Any]:
+        """``rm --dry-run`` data: what would go, and whether a lock would stop it."""
+        data: dict[str, Any] = {"model": self.model, "action": "would_delete",
+                                "message": f"Would delete {self.target}",
+                                "locks_detected": bool(self.active_locks),
+                                "lock_files": list(self.active_locks)}
+        if not self.whole_model:
+            assert self.snapshot is not None
+            data["snapshot"] = self.snapshot.name
+        return data
+
 
 @dataclass(frozen=True)
 class RemovalResult:

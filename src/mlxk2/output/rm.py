@@ -15,4 +15,8 @@ def confirmation_question(plan: RemovalPlan) -> str:
 
 
 def render_rm(data: dict[str, Any], out: Output) -> str:
+    if data["action"] != "deleted":  # a --dry-run preview
+        locks = data.get("lock_files") or []
+        note = f" (held locks: {', '.join(locks)}; needs --force)" if locks else ""
+        return f"{paint('•', 'dim', out.color)} {data['message']}{note}"
     return f"{paint('✓', 'green', out.color)} {data['message']}"
