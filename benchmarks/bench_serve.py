@@ -7,9 +7,11 @@ chat requests. Every request suppresses the end-of-sequence tokens through
 ``logit_bias``, so each one generates exactly ``--tokens`` tokens on both servers,
 and every prompt is distinct, so no prompt cache helps either side.
 
-Reported per server and client count: aggregate tokens/s (all tokens over the
-wall time of the round), p50 and p95 time to first content token, and the median
-per-stream decode rate.
+Both servers stay up side by side and rounds alternate between them, so load
+from other processes drifts over both alike. Reported per server and client
+count, each the median over ``--repeat`` rounds: aggregate tokens/s (all tokens
+over the wall time of the round), p50 and p95 time to first content token, and
+the median per-stream decode rate.
 
 Targets (small bf16 model): aggregate at 8 clients >= 2x our single-client
 figure, >= mlx_lm's 8-client figure, and p50 TTFT at 8 clients below mlx_lm's.
@@ -203,6 +205,8 @@ def main() -> int:
     parser.add_argument("--models", default="small-bf16,mid-fp32")
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--requests-per-client", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="Rounds per server and client count, alternating servers")
     parser.add_argument("--models-dir", type=Path, default=None)
     args = parser.parse_args()
     sys.path.insert(0, str(REPO / "src"))
@@ -212,24 +216,37 @@ def main() -> int:
         for label in args.models.split(","):
             model = build_model(root, label)
             banned = stop_token_ids(model)
-            results: dict[str, dict[int, dict[str, float]]] = {}
-            for name in ("mlxk2", "mlx_lm"):
-                server = start(name, model)
-                try:
+            servers = [start("mlxk2", model), start("mlx_lm", model)]
+            try:
+                for server in servers:
                     run_round(server, 2, 1, 16, banned, "warm")
-                    results[name] = {
-                        c: summarize(run_round(server, c, args.requests_per_client,
-                                               args.tokens, banned, label))
-                        for c in CLIENT_COUNTS
-                    }
-                finally:
+                rounds: dict[str, dict[int, list[dict[str, float]]]] = {
+                    s.name: {c: [] for c in CLIENT_COUNTS} for s in servers}
+                for clients in CLIENT_COUNTS:
+                    for repeat in range(args.repeat):
+                        # Alternate servers round by round, so background load
+                        # drifting over time hits both alike.
+                        for server in servers if repeat % 2 == 0 else servers[::-1]:
+                            samples = run_round(server, clients, args.requests_per_client,
+                                                args.tokens, banned, f"{label} {repeat}")
+                            rounds[server.name][clients].append(summarize(samples))
+            finally:
+                for server in servers:
                     stop(server)
-            report(label, args.tokens, results)
+            results = {name: {c: median_row(rows) for c, rows in by_count.items()}
+                       for name, by_count in rounds.items()}
+            report(label, args.tokens, args.repeat, results)
     return 0
 
 
-def report(label: str, tokens: int, results: dict[str, dict[int, dict[str, float]]]) -> None:
-    print(f"\n## {label}: {tokens} tokens per request, streaming")
+def median_row(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Each figure's median over the repeated rounds."""
+    return {key: statistics.median(r[key] for r in rows) for key in rows[0]}
+
+
+def report(label: str, tokens: int, repeat: int,
+           results: dict[str, dict[int, dict[str, float]]]) -> None:
+    print(f"\n## {label}: {tokens} tokens per request, streaming, median of {repeat} rounds")
     print(f"{'server':8} {'clients':>7} {'agg tok/s':>10} {'TTFT p50':>10} {'TTFT p95':>10} "
           f"{'stream tok/s':>13}")
     for name, rows in results.items():
