@@ -1,0 +1,93 @@
+"""Reading and checking request bodies; every problem is a 400 (or 413) naming the field."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from fastapi import Request
+from pydantic import BaseModel
+from pydantic import ValidationError as PydanticValidationError
+
+from mlxk2.server._state import ServerState
+from mlxk2.server.errors import BadRequestError, BodyTooLargeError
+from mlxk2.server.provider import LoadedEntry
+from mlxk2.server.schemas import SamplingFields
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The body as JSON, refusing oversized bodies before reading them whole.
+
+    Raises:
+        BodyTooLargeError: More than ``limit`` bytes.
+        BadRequestError: Not valid JSON.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLargeError(f"Request body exceeds {limit} bytes.")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLargeError(f"Request body exceeds {limit} bytes.")
+        chunks.append(chunk)
+    try:
+        return json.loads(b"".join(chunks))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequestError(f"Malformed JSON body: {exc}") from exc
+
+
+def parse_body(model: type[M], body: Any) -> M:
+    """Validate ``body``; the first problem becomes a 400 naming the field."""
+    if not isinstance(body, dict):
+        raise BadRequestError("The request body must be a JSON object.")
+    try:
+        return model.model_validate(body)
+    except PydanticValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(p) for p in first["loc"]) or None
+        raise BadRequestError(f"Invalid field '{param}': {first['msg']}", param=param) from exc
+
+
+def sampling_params(req: SamplingFields) -> Any:
+    """The engine's sampling settings for a request (temperature 0 when omitted)."""
+    from mlxk2.engine.sampling import SamplingParams
+
+    bias: dict[int, float] | None = None
+    if req.logit_bias:
+        try:
+            bias = {int(k): v for k, v in req.logit_bias.items()}
+        except ValueError as exc:
+            raise BadRequestError("logit_bias keys must be token ids.",
+                                  param="logit_bias") from exc
+    return SamplingParams(
+        temperature=0.0 if req.temperature is None else req.temperature,
+        top_p=1.0 if req.top_p is None else req.top_p,
+        top_k=req.top_k or 0,
+        min_p=req.min_p or 0.0,
+        repetition_penalty=req.repetition_penalty,
+        presence_penalty=req.presence_penalty,
+        frequency_penalty=req.frequency_penalty,
+        logit_bias=bias,
+        seed=req.seed,
+    )
+
+
+def check_logit_bias(req: SamplingFields, vocab_size: int) -> None:
+    for key in (req.logit_bias or {}):
+        if not key.lstrip("-").isdigit() or not 0 <= int(key) < vocab_size:
+            raise BadRequestError(f"logit_bias key {key!r} is not a token id.",
+                                  param="logit_bias")
+
+
+def token_budget(state: ServerState, entry: LoadedEntry, prompt_len: int,
+                  requested: int | None) -> int:
+    from mlxk2.engine.generate import plan_max_tokens
+
+    cap = state.config.max_tokens
+    if cap is not None:
+        requested = cap if requested is None else min(requested, cap)
+    return plan_max_tokens(entry.loaded.context_length, prompt_len, requested).max_tokens
