@@ -25,7 +25,7 @@ from mlxk2.errors import ValidationError
 FALLBACK_MAX_TOKENS = 4096
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TextChunk:
     """Decided text; ``kind`` is ``"content"`` (the answer) or ``"reasoning"``."""
 
@@ -109,6 +109,7 @@ def generate(
     Yields:
         :class:`TextChunk` events, then exactly one :class:`Finished`.
     """
+    started = time.perf_counter()
     import mlx.core as mx
     from mlx_lm.generate import stream_generate
 
@@ -121,15 +122,13 @@ def generate(
         start_in_reasoning=reasoning and opens_reasoning(loaded.tokenizer, prompt)
     )
 
-    def label(text: str) -> Iterator[TextChunk]:
+    def label(text: str) -> list[TextChunk]:
+        if not text:
+            return []
         if not reasoning:
-            if text:
-                yield TextChunk(text)
-            return
-        for kind, piece in parser.feed(text):
-            yield TextChunk(piece, kind)
+            return [TextChunk(text)]
+        return [TextChunk(piece, kind) for kind, piece in parser.feed(text)]
 
-    started = time.perf_counter()
     first_at: float | None = None
     finish_reason = "length"
     produced: list[int] = []

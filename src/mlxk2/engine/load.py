@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,7 +114,7 @@ def load_model(path: Path) -> LoadedModel:
     try:
         model, config = mlx_load_model(path)
         tokenizer = load_tokenizer(path, eos_token_ids=config.get("eos_token_id"))
-    except (ValueError, KeyError, FileNotFoundError, json.JSONDecodeError) as exc:
+    except (ValueError, KeyError, OSError, RuntimeError) as exc:
         raise ModelIncompatibleError(f"mlx-lm cannot load '{path.name}': {exc}") from exc
     stops = stop_token_ids(tokenizer)
     tokenizer.eos_token_ids = stops

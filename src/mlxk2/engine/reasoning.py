@@ -52,6 +52,10 @@ class ReasoningParser:
         """Add streamed text; return the pieces that are now decided."""
         self._buf += text
         pieces: list[tuple[str, str]] = []
+        if "<" not in self._buf:  # every marker starts with "<": the common, fast case
+            self._emit(self._buf, pieces)
+            self._buf = ""
+            return pieces
         while True:
             index, marker = self._next_marker()
             if marker is None:
