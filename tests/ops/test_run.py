@@ -256,3 +256,12 @@ def test_chat_loop_handles_commands_and_exit(tiny_chat):
     assert "(conversation cleared)" in stderr.getvalue()
     assert [m["content"] for m in session.messages[::2]] == ["Hi again"]
     assert next(lines) == "never read"
+
+
+def test_cli_chat_from_a_pipe_echoes_each_line_and_keeps_going(env):
+    result = run_subprocess("run", "demo-chat", "--max-tokens", "3", env=env,
+                            input="Hello\nAnd again\n/exit\nnever sent\n")
+    assert result.code == 0, result.stderr
+    assert ">>> Hello\n" in result.stdout
+    assert ">>> And again\n" in result.stdout
+    assert "never sent" not in result.stdout

@@ -85,10 +85,13 @@ def handle(args: argparse.Namespace, out: Output) -> int:
             model.loaded, params, system=args.system, use_template=use_template,
             max_tokens=args.max_tokens, stop=tuple(args.stop),
         )
+        read_line = input
         if sys.stdin.isatty():
             import readline  # noqa: F401  (line editing and history for input())
+        else:
+            read_line = render.echoing_input
         return render.chat_loop(session, out, model_name=model.name, verbose=args.verbose,
-                                show_reasoning=not args.no_reasoning)
+                                show_reasoning=not args.no_reasoning, read_line=read_line)
 
     prepared = ops.prepare_one_shot(
         model.loaded, prompt, system=args.system, use_template=use_template,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
@@ -100,6 +101,13 @@ def clamp_warning(requested: int, allowed: int, context: int | None) -> str:
         f"Warning: --max-tokens {requested} does not fit the model's context "
         f"({context} tokens with the prompt); using {allowed}."
     )
+
+
+def echoing_input(prompt: str) -> str:
+    """``input`` for piped stdin: show each line after the prompt, as a terminal would."""
+    line = input(prompt)
+    sys.stdout.write(line + "\n")
+    return line
 
 
 def chat_loop(
