@@ -6,12 +6,16 @@ generator) this measures, in one run:
 * decode tokens/s and time to first token after the model is loaded: the
   mlxk2 engine (``mlxk2.engine.generate``) against ``mlx_lm.stream_generate``,
   same prompt tokens, greedy, stop tokens suppressed so both produce exactly
-  ``--tokens`` tokens; runs alternate and the median counts;
+  ``--tokens`` tokens; runs alternate;
 * whole-command wall time: ``python -m mlxk2 run PATH PROMPT`` against
   ``python -m mlx_lm generate --model PATH --prompt PROMPT`` (imports, load,
   chat template, generation, exit);
 * which top-level packages ``mlxk2 run`` imports that a plain mlx-lm
   load-and-generate does not.
+
+Contention from other processes only slows runs down, so the table shows the
+best of the alternating runs (fastest decode, lowest TTFT and wall time), with
+median ratios alongside.
 
 Targets: decode ratio >= 0.95, TTFT at most 50 ms over raw, no extra heavy imports.
 
@@ -115,7 +119,10 @@ def measure_engine(path: Path, tokens: int, repeat: int) -> dict[str, float]:
             assert count == tokens, f"{name} produced {count} tokens, wanted {tokens}"
             results[f"{name}_ttft"].append(ttft)
             results[f"{name}_tps"].append(tps)
-    summary = {k: statistics.median(v) for k, v in results.items()}
+    # Other work on the machine only ever slows a run down, so the best run is
+    # the least noisy estimate; the medians are kept for the record.
+    summary = {k: (max(v) if k.endswith("tps") else min(v)) for k, v in results.items()}
+    summary.update({f"median_{k}": statistics.median(v) for k, v in results.items()})
     summary["params_m"] = count_params(loaded.model) / 1e6
     summary["prompt_tokens"] = len(prompt)
     return summary
@@ -137,7 +144,7 @@ def measure_wall(path: Path, tokens: int, repeat: int, env: dict[str, str]) -> d
     for _ in range(repeat):
         timings["raw_wall"].append(_wall(raw, env))
         timings["our_wall"].append(_wall(ours, env))
-    return {k: statistics.median(v) for k, v in timings.items()}
+    return {k: min(v) for k, v in timings.items()}
 
 
 _MODULES_SNIPPET = """
@@ -188,10 +195,10 @@ def main() -> int:
         models = build_models(root, args.presets.split(","))
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_COLOR": "1",
                "HF_HOME": str(Path(tmp) / "hf_home")}
-        print(f"prompt: {PROMPT!r}; greedy; medians of {args.repeat} (engine) and "
-              f"{args.wall_repeat} (wall) runs; python {sys.version.split()[0]}")
-        columns = ("model", "params", "tokens", "raw tok/s", "mlxk2", "ratio", "raw ttft",
-                   "mlxk2", "delta", "raw wall", "mlxk2", "ratio")
+        print(f"prompt: {PROMPT!r}; greedy; best of {args.repeat} (engine) and "
+              f"{args.wall_repeat} (wall) alternating runs; python {sys.version.split()[0]}")
+        columns = ("model", "params", "tokens", "raw tok/s", "mlxk2", "ratio", "med.ratio",
+                   "raw ttft", "mlxk2", "delta", "med.delta", "raw wall", "mlxk2", "ratio")
         print(_row(columns))
         for label, path in models.items():
             tokens = args.tokens if label.startswith("tiny") else args.mid_tokens
@@ -200,8 +207,10 @@ def main() -> int:
             print(_row((
                 label, f"{e['params_m']:.1f}M", str(tokens),
                 f"{e['raw_tps']:.1f}", f"{e['our_tps']:.1f}", f"{e['our_tps'] / e['raw_tps']:.3f}",
+                f"{e['median_our_tps'] / e['median_raw_tps']:.3f}",
                 f"{e['raw_ttft'] * 1000:.1f}ms", f"{e['our_ttft'] * 1000:.1f}ms",
                 f"{(e['our_ttft'] - e['raw_ttft']) * 1000:+.1f}ms",
+                f"{(e['median_our_ttft'] - e['median_raw_ttft']) * 1000:+.1f}ms",
                 f"{w['raw_wall']:.2f}s", f"{w['our_wall']:.2f}s",
                 f"{w['our_wall'] / w['raw_wall']:.3f}",
             )), flush=True)

@@ -108,12 +108,17 @@ def generate(
 
     Yields:
         :class:`TextChunk` events, then exactly one :class:`Finished`.
+
+    Raises:
+        ValidationError: an empty prompt, or one that fills the context.
     """
     started = time.perf_counter()
     import mlx.core as mx
     from mlx_lm.generate import stream_generate
 
     prompt = list(prompt_tokens)
+    if not prompt:
+        raise ValidationError("The prompt has no tokens")
     budget = plan_max_tokens(loaded.context_length, len(prompt), max_tokens)
     if params.seed is not None:
         mx.random.seed(params.seed)
