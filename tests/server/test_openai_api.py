@@ -248,3 +248,12 @@ def test_unexpected_failure_is_500_without_paths(make_server, demo_cache):
     error = _assert_openai_error(response, 500)
     assert "/" not in error["message"] and "exploded" not in error["message"]
     assert "Traceback" not in response.body.decode()
+
+
+def test_server_max_tokens_caps_every_request(make_server):
+    capped = make_server(max_tokens=3)
+    asked_more = chat(capped, max_tokens=50)
+    asked_nothing = chat(capped)
+    assert asked_more.usage.completion_tokens == 3
+    assert asked_nothing.usage.completion_tokens == 3
+    assert asked_more.choices[0].finish_reason == "length"

@@ -262,7 +262,6 @@ class ModelBatch:
 class Ticket:
     """Handle for cancelling a submitted request."""
 
-    batch: ModelBatch
     number: int
 
 
@@ -321,7 +320,7 @@ class Worker:
             self._batches.add(batch)
 
         self._commands.put(job)
-        return Ticket(batch, number)
+        return Ticket(number)
 
     def cancel(self, ticket: Ticket) -> None:
         """Free the request's slot. Callers send this for every ticket when they are
@@ -370,7 +369,10 @@ class Worker:
                     self._shutdown()
                     self._flush()
                     return
-                command()
+                try:
+                    command()
+                except Exception:
+                    log.exception("a scheduler command failed; the worker carries on")
             for batch in list(self._batches):
                 if batch.busy:
                     self._step(batch)
