@@ -39,7 +39,8 @@ class DemoResult:
     size_bytes: int
 
     def to_dict(self) -> dict[str, object]:
-        data: dict[str, object] = {
+        """The ``demo --json`` data (no filesystem path for cache installs)."""
+        return {
             "model": self.name,
             "hash": self.commit,
             "cached": self.cached,
@@ -48,7 +49,6 @@ class DemoResult:
             "chat_template": self.chat_template,
             "size_bytes": self.size_bytes,
         }
-        return data
 
 
 def install_demo(

@@ -5,12 +5,15 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Callable, Iterable
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from mlxk2.engine.generate import Finished, TextChunk
 from mlxk2.engine.reasoning import REASONING
 from mlxk2.output.format import paint
 from mlxk2.output.sink import Output
+
+if TYPE_CHECKING:
+    from mlxk2.ops.run import ChatSession
 
 REASONING_OPEN = "[reasoning]"
 REASONING_CLOSE = "[/reasoning]"
@@ -111,7 +114,7 @@ def echoing_input(prompt: str) -> str:
 
 
 def chat_loop(
-    session: Any,
+    session: ChatSession,
     out: Output,
     *,
     model_name: str,
@@ -125,7 +128,7 @@ def chat_loop(
     Ctrl-C at the prompt clears the line.
 
     Args:
-        session: An :class:`mlxk2.ops.run.ChatSession`.
+        session: The conversation; its replies are generated here.
         out: The invocation's sink; replies go to its stdout, notes to stderr.
         model_name: Shown in the greeting.
         verbose: Print token statistics after each reply.
@@ -158,7 +161,7 @@ def chat_loop(
         _chat_turn(session, out, text, verbose=verbose, show_reasoning=show_reasoning)
 
 
-def _chat_turn(session: Any, out: Output, text: str, *, verbose: bool,
+def _chat_turn(session: ChatSession, out: Output, text: str, *, verbose: bool,
                show_reasoning: bool) -> None:
     turn = session.start_turn(text)
     if turn.budget.clamped:
