@@ -131,6 +131,14 @@ def _done() -> Finished:
     return Finished("stop", 3, 4, 0.1, 0.01, 100.0)
 
 
+def test_json_result_returns_reasoning_apart_from_the_response():
+    events = [TextChunk("Let me think.", "reasoning"), TextChunk("Paris."), _done()]
+    data = ops.collect(CHAT, "Capital?", events).to_dict()
+    assert_valid_envelope(success_envelope("run", data))
+    assert (data["response"], data["reasoning"]) == ("Paris.", "Let me think.")
+    assert data["usage"] == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+
+
 def test_reasoning_is_framed_apart_from_the_answer_without_control_codes():
     stream = io.StringIO()
     events = [TextChunk("Thinking it over", "reasoning"), TextChunk("Paris."), _done()]
