@@ -15,7 +15,8 @@ generator) this measures, in one run:
 
 Contention from other processes only slows runs down, so the table shows the
 best of the alternating runs (fastest decode, lowest TTFT and wall time), with
-median ratios alongside.
+median ratios alongside, and a CPU-time ratio (raw CPU seconds over mlxk2's for
+the same generation, median), which contention barely moves.
 
 Targets: decode ratio >= 0.95, TTFT at most 50 ms over raw, no extra heavy imports.
 
@@ -64,7 +65,7 @@ def count_params(model) -> int:
 
 
 def measure_engine(path: Path, tokens: int, repeat: int) -> dict[str, float]:
-    """Median TTFT and decode rate of raw mlx-lm and the mlxk2 engine, alternating."""
+    """TTFT, decode rate and CPU time of raw mlx-lm and the mlxk2 engine, alternating."""
     from mlx_lm.generate import stream_generate
     from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
@@ -111,11 +112,13 @@ def measure_engine(path: Path, tokens: int, repeat: int) -> dict[str, float]:
 
     raw()  # warm-up: kernel compilation and caches
     ours()
-    results: dict[str, list[float]] = {"raw_ttft": [], "raw_tps": [], "our_ttft": [],
-                                       "our_tps": []}
+    results: dict[str, list[float]] = {f"{side}_{what}": [] for side in ("raw", "our")
+                                       for what in ("ttft", "tps", "cpu")}
     for _ in range(repeat):
         for name, fn in (("raw", raw), ("our", ours)):
+            cpu = time.process_time()
             ttft, tps, count = fn()
+            results[f"{name}_cpu"].append(time.process_time() - cpu)
             assert count == tokens, f"{name} produced {count} tokens, wanted {tokens}"
             results[f"{name}_ttft"].append(ttft)
             results[f"{name}_tps"].append(tps)
@@ -198,7 +201,8 @@ def main() -> int:
         print(f"prompt: {PROMPT!r}; greedy; best of {args.repeat} (engine) and "
               f"{args.wall_repeat} (wall) alternating runs; python {sys.version.split()[0]}")
         columns = ("model", "params", "tokens", "raw tok/s", "mlxk2", "ratio", "med.ratio",
-                   "raw ttft", "mlxk2", "delta", "med.delta", "raw wall", "mlxk2", "ratio")
+                   "cpu ratio", "raw ttft", "mlxk2", "delta", "med.delta", "raw wall", "mlxk2",
+                   "ratio")
         print(_row(columns))
         for label, path in models.items():
             tokens = args.tokens if label.startswith("tiny") else args.mid_tokens
@@ -208,6 +212,7 @@ def main() -> int:
                 label, f"{e['params_m']:.1f}M", str(tokens),
                 f"{e['raw_tps']:.1f}", f"{e['our_tps']:.1f}", f"{e['our_tps'] / e['raw_tps']:.3f}",
                 f"{e['median_our_tps'] / e['median_raw_tps']:.3f}",
+                f"{e['median_raw_cpu'] / e['median_our_cpu']:.3f}",
                 f"{e['raw_ttft'] * 1000:.1f}ms", f"{e['our_ttft'] * 1000:.1f}ms",
                 f"{(e['our_ttft'] - e['raw_ttft']) * 1000:+.1f}ms",
                 f"{(e['median_our_ttft'] - e['median_raw_ttft']) * 1000:+.1f}ms",
