@@ -148,3 +148,19 @@ def test_subprocess_error_exit_code_and_single_document(tmp_path) -> None:
     doc = json.loads(result.stdout)
     assert doc["error"]["type"] == "model_not_found"
     assert main is not None
+
+
+def test_json_without_a_command_is_an_error_envelope() -> None:
+    result = run_inprocess("--json")
+    assert result.code == 1
+    assert result.json["error"]["type"] == "ValidationError"
+
+
+def test_ctrl_c_in_json_mode_still_prints_one_envelope(monkeypatch, hf_home) -> None:
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("mlxk2.ops.list.list_models", interrupted)
+    result = run_inprocess("list", "--json")
+    assert result.code == 130
+    assert result.json["error"]["type"] == "interrupted"

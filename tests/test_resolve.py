@@ -130,3 +130,14 @@ def test_paths_that_are_not_model_folders_are_refused(tmp_path, monkeypatch) -> 
 def test_split_hash_keeps_non_hex_suffixes_in_the_name() -> None:
     assert split_hash("model@e96") == ("model", "e96")
     assert split_hash("model@main-branch") == ("model@main-branch", None)
+
+
+def test_names_listed_from_the_cache_always_resolve(tmp_path) -> None:
+    root = tmp_path / "hub"
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "config.json").write_text("{}")
+    store_snapshot(root, "ünïcode-org/tiny chat ü 4bit", src)
+    assert resolve("ünïcode-org/tiny chat ü 4bit", root).name == "ünïcode-org/tiny chat ü 4bit"
+    with pytest.raises(ValidationError):
+        resolve("other-org/tiny chat", root)

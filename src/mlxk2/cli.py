@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from mlxk2.errors import InternalError, MlxkError, ValidationError
+from mlxk2.errors import InternalError, InterruptedByUserError, MlxkError, ValidationError
 from mlxk2.output.sink import Output
 
 # name -> (module, one-line help; None hides the command from the main listing)
@@ -98,6 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             command = "version"
             return importlib.import_module("mlxk2.commands.version").handle(args, out)
         if args.command is None:
+            if out.json:
+                raise ValidationError("No command given; see 'mlxk2 --help'")
             build_parser().print_help(sys.stderr)
             return 1
         name = ALIASES.get(args.command, args.command)
@@ -108,8 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MlxkError as exc:
         return out.failure(command, exc)
     except KeyboardInterrupt:
-        out.warn("Interrupted.")
-        return 130
+        return out.failure(command, InterruptedByUserError("Interrupted"))
     except BrokenPipeError:
         _silence_stdout()
         return 0

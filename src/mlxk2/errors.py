@@ -110,6 +110,13 @@ class OperationError(MlxkError, OSError):
     exit_code = 3
 
 
+class InterruptedByUserError(MlxkError):
+    """Ctrl-C stopped the operation; 130 is the exit code shells expect after SIGINT."""
+
+    error_type = "interrupted"
+    exit_code = 130
+
+
 class InternalError(MlxkError):
     error_type = "InternalError"
     exit_code = 1

@@ -86,9 +86,11 @@ def resolve(spec: str, root: Path | None = None) -> ResolvedModel:
     if is_workspace_spec(spec):
         return resolve_workspace(spec)
     name, rev = split_hash(spec)
-    validate_model_name(name)
     root = cache_root() if root is None else root
-    repo = _match_repo(name, list(iter_cached_repos(root)))
+    repos = list(iter_cached_repos(root))
+    if not any(r.repo_id == name for r in repos):  # a name list printed always resolves
+        validate_model_name(name)
+    repo = _match_repo(name, repos)
     snapshot = repo.selected_snapshot() if rev is None else _match_snapshot(repo, rev)
     return ResolvedModel(
         name=repo.repo_id,

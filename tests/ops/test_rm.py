@@ -234,3 +234,14 @@ def test_dry_run_previews_without_deleting(
                                    "message": f"Would delete org/two-revs@{OLD}",
                                    "locks_detected": False, "lock_files": [], "snapshot": OLD}
     assert sorted(p.name for p in (folder / "snapshots").iterdir()) == [OLD, NEW]
+
+
+def test_a_file_where_the_model_folder_should_be_can_be_removed(hf_home) -> None:
+    from tests.fixtures.cli import run_inprocess
+
+    stray = hf_home / "hub" / "models--odd--repo-is-file"
+    stray.write_text("not a folder")
+    result = run_inprocess("rm", "odd/repo-is-file", "--force", "--json")
+    assert result.code == 0, result.stdout
+    assert result.json["data"]["action"] == "deleted"
+    assert not stray.exists()

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from typing import NoReturn
+
+from mlxk2.errors import InterruptedByUserError
+from mlxk2.output.sink import Output
 
 
 def add_model_argument(parser: argparse.ArgumentParser, *, required: bool = True,
@@ -18,3 +24,24 @@ def add_model_argument(parser: argparse.ArgumentParser, *, required: bool = True
 def add_pattern_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("pattern", nargs="?", default=None,
                         help="Case-insensitive substring of the model name")
+
+
+def progress_class(out: Output) -> type | None:
+    """Bars (bytes and files) for a person watching a terminal; none for scripts or --json."""
+    if out.json or not out.stdout.isatty():
+        return None
+    from huggingface_hub.utils import tqdm
+
+    return tqdm
+
+
+def exit_interrupted(out: Output, command: str, message: str) -> NoReturn:
+    """Report Ctrl-C (an envelope in JSON mode) and stop now.
+
+    Waiting for huggingface_hub's download threads would finish the running
+    files first; partial files stay marked incomplete for the next run.
+    """
+    code = out.failure(command, InterruptedByUserError(message))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

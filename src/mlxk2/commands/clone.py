@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from mlxk2.commands._common import add_model_argument
+from mlxk2.commands._common import add_model_argument, exit_interrupted, progress_class
 from mlxk2.output.sink import Output
 
 
@@ -21,13 +21,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def handle(args: argparse.Namespace, out: Output) -> int:
-    from mlxk2.commands.pull import exit_interrupted, progress_class
     from mlxk2.ops.clone import clone
     from mlxk2.output.clone import render_clone
 
     try:
         result = clone(args.model, args.target_dir, tqdm_class=progress_class(out))
     except KeyboardInterrupt:
-        exit_interrupted(out, "Clone interrupted: the target was not created. "
+        exit_interrupted(out, "clone", "Clone interrupted: the target was not created. "
                               "Run the same clone again to resume.")
     return out.success("clone", result.to_dict(), render_clone)

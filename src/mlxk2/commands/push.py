@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 
+from mlxk2.commands._common import exit_interrupted, progress_class
 from mlxk2.output.sink import Output
 
 
@@ -29,7 +30,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def handle(args: argparse.Namespace, out: Output) -> int:
-    from mlxk2.commands.pull import exit_interrupted, progress_class
     from mlxk2.ops.push import push
     from mlxk2.output.push import render_push
 
@@ -38,7 +38,7 @@ def handle(args: argparse.Namespace, out: Output) -> int:
                       branch=args.branch, message=args.message, check_only=args.check_only,
                       progress=progress_class(out) is not None)
     except KeyboardInterrupt:
-        exit_interrupted(out, "Push interrupted: files are committed only at the end, "
+        exit_interrupted(out, "push", "Push interrupted: files are committed only at the end, "
                               "so the repo is unchanged. Run the same push again.")
     files = result if args.verbose else None
     return out.success("push", result.to_dict(),

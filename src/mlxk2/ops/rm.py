@@ -128,11 +128,12 @@ def execute_removal(plan: RemovalPlan, *, force: bool = False) -> RemovalResult:
             return RemovalResult(plan.model, None, f"Successfully deleted {plan.model}")
         assert plan.snapshot is not None
         _remove_snapshot(plan.repo_dir, plan.snapshot)
-    except PermissionError as exc:
-        raise PermissionDeniedError(f"Permission denied: cannot delete {plan.target} ({exc})",
-                                    data={"model": plan.model}) from exc
     except OSError as exc:
-        raise OperationError(f"Could not delete {plan.target}: {exc}",
+        why = exc.strerror or type(exc).__name__
+        if isinstance(exc, PermissionError):
+            raise PermissionDeniedError(f"Permission denied: cannot delete {plan.target} ({why})",
+                                        data={"model": plan.model}) from exc
+        raise OperationError(f"Could not delete {plan.target}: {why}",
                              data={"model": plan.model}) from exc
     return RemovalResult(plan.model, plan.snapshot.name,
                          f"Successfully deleted snapshot {plan.snapshot.name} of {plan.model}")
@@ -153,7 +154,7 @@ def _snapshots(repo_dir: Path) -> list[Path]:
 
 
 def _remove_tree(path: Path) -> None:
-    if path.is_symlink():
+    if path.is_symlink() or path.is_file():
         path.unlink()
     elif path.exists():
         shutil.rmtree(path)
