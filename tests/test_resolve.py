@@ -8,7 +8,7 @@ import pytest
 
 from mlxk2.cache.layout import store_snapshot
 from mlxk2.errors import AmbiguousMatchError, ModelNotFoundError, ValidationError
-from mlxk2.resolve import resolve, split_hash, validate_model_name
+from mlxk2.resolve import resolve, split_revision, validate_model_name
 
 NAMES = [
     "mlx-community/Llama-3.2-1B-Instruct-4bit",
@@ -127,9 +127,29 @@ def test_paths_that_are_not_model_folders_are_refused(tmp_path, monkeypatch) -> 
         resolve("./missing")
 
 
-def test_split_hash_keeps_non_hex_suffixes_in_the_name() -> None:
-    assert split_hash("model@e96") == ("model", "e96")
-    assert split_hash("model@main-branch") == ("model@main-branch", None)
+def test_split_revision_takes_hashes_and_refs() -> None:
+    assert split_revision("model@e96") == ("model", "e96")
+    assert split_revision("model@dev") == ("model", "dev")
+    assert split_revision("model") == ("model", None)
+    with pytest.raises(ValidationError):
+        split_revision("model@")
+
+
+def test_a_branch_ref_selects_its_snapshot(named_cache) -> None:
+    refs = named_cache / "models--Qwen--Qwen3-0.6B" / "refs"
+    (refs / "dev").write_text("4" + "e" * 39)
+    assert resolve("Qwen3@dev", named_cache).commit == "4" + "e" * 39
+    with pytest.raises(ModelNotFoundError):
+        resolve("Qwen3@../../etc", named_cache)
+
+
+def test_tab_completed_and_bare_local_folders_are_workspaces(tmp_path, monkeypatch) -> None:
+    (tmp_path / "w1").mkdir()
+    (tmp_path / "w1" / "config.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "hub"
+    assert resolve("w1/", root).cached is False
+    assert resolve("w1", root).name == "w1"
 
 
 def test_names_listed_from_the_cache_always_resolve(tmp_path) -> None:

@@ -13,6 +13,7 @@ from mlxk2.errors import AmbiguousMatchError, ModelNotFoundError, ValidationErro
 MAX_NAME_LENGTH = 96
 DEFAULT_ORG = "mlx-community"
 _HASH_RE = re.compile(r"^[0-9a-fA-F]{1,40}$")
+_REF_RE = re.compile(r"^[\w.\-/]+$")
 _SEGMENT_RE = re.compile(r"^[\w.\-]+$", re.UNICODE)
 _WORKSPACE_PREFIXES = ("./", "../", "/", "~")
 
@@ -35,15 +36,22 @@ class ResolvedModel:
 
 
 def is_workspace_spec(spec: str) -> bool:
-    return spec in (".", "..") or spec.startswith(_WORKSPACE_PREFIXES)
+    """Paths are explicit (``./x``, ``/abs``, ``~/x``) or end in a slash, as tab completion does."""
+    return spec in (".", "..") or spec.startswith(_WORKSPACE_PREFIXES) or spec.endswith("/")
 
 
-def split_hash(spec: str) -> tuple[str, str | None]:
-    """``name@abc123`` to ``("name", "abc123")``; a non-hex suffix is part of the name."""
+def split_revision(spec: str) -> tuple[str, str | None]:
+    """``name@rev`` to ``("name", "rev")``: a commit-hash prefix or a ref such as a branch.
+
+    Raises:
+        ValidationError: an ``@`` with nothing after it.
+    """
     name, sep, rev = spec.rpartition("@")
-    if sep and name and _HASH_RE.match(rev):
-        return name, rev.lower()
-    return spec, None
+    if not sep or not name:
+        return spec, None
+    if not rev:
+        raise ValidationError(f"Empty revision after '@' in '{spec}'")
+    return name, rev
 
 
 def validate_model_name(name: str) -> None:
@@ -75,8 +83,8 @@ def resolve(spec: str, root: Path | None = None) -> ResolvedModel:
     """Pick exactly one model for ``spec``.
 
     Order: workspace path; exact ``org/name``; ``mlx-community/<spec>``; a
-    unique exact short name; a unique case-insensitive substring. ``@hash``
-    then picks a snapshot by commit prefix.
+    unique exact short name; a unique case-insensitive substring; an existing
+    local model folder. ``@rev`` then picks a snapshot by ref or commit prefix.
 
     Raises:
         ValidationError: malformed name, or a path that is not a model folder.
@@ -85,12 +93,17 @@ def resolve(spec: str, root: Path | None = None) -> ResolvedModel:
     """
     if is_workspace_spec(spec):
         return resolve_workspace(spec)
-    name, rev = split_hash(spec)
+    name, rev = split_revision(spec)
     root = cache_root() if root is None else root
     repos = list(iter_cached_repos(root))
     if not any(r.repo_id == name for r in repos):  # a name list printed always resolves
         validate_model_name(name)
-    repo = _match_repo(name, repos)
+    try:
+        repo = _match_repo(name, repos)
+    except ModelNotFoundError:
+        if rev is None and (Path(spec) / "config.json").is_file():
+            return resolve_workspace(spec)  # a local folder typed without ./
+        raise
     snapshot = repo.selected_snapshot() if rev is None else _match_snapshot(repo, rev)
     return ResolvedModel(
         name=repo.repo_id,
@@ -134,8 +147,13 @@ def _match_repo(name: str, repos: list[CachedRepo]) -> CachedRepo:
 
 
 def _match_snapshot(repo: CachedRepo, rev: str) -> Path:
+    """A ref (``refs/<rev>``, e.g. a pulled branch) first, else a commit-hash prefix."""
+    if _REF_RE.match(rev) and ".." not in rev.split("/"):
+        commit = repo.ref(rev)
+        if commit and (repo.folder / "snapshots" / commit).is_dir():
+            return repo.folder / "snapshots" / commit
     snapshots = repo.snapshots()
-    found = [s for s in snapshots if s.name.lower().startswith(rev)]
+    found = [s for s in snapshots if _HASH_RE.match(rev) and s.name.lower().startswith(rev.lower())]
     if len(found) == 1:
         return found[0]
     if len(found) > 1:
@@ -144,6 +162,6 @@ def _match_snapshot(repo: CachedRepo, rev: str) -> Path:
             matches=sorted(s.name for s in found),
         )
     raise ModelNotFoundError(
-        f"No snapshot of '{repo.repo_id}' matches '@{rev}'",
+        f"No snapshot or ref of '{repo.repo_id}' matches '@{rev}'",
         available_hashes=sorted(s.name for s in snapshots),
     )

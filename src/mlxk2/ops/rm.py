@@ -26,7 +26,7 @@ from mlxk2.errors import (
     PermissionDeniedError,
     ValidationError,
 )
-from mlxk2.resolve import expand_repo_id, is_workspace_spec, resolve, split_hash
+from mlxk2.resolve import expand_repo_id, is_workspace_spec, resolve, split_revision
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ def plan_removal(spec: str, root: Path | None = None) -> RemovalPlan:
             f"{exc.message}. Please specify which model to delete.",
             data={"matches": matches}, matches=matches) from exc
     assert resolved.repo_id is not None and resolved.repo_dir is not None
-    name, rev = split_hash(spec)
+    name, rev = split_revision(spec)
     exact = resolved.repo_id.lower() in {name.lower(), expand_repo_id(name).lower()}
     repo_dir = repo_folder(root, resolved.repo_id)
     _ensure_inside(root, repo_dir)
