@@ -115,12 +115,18 @@ def test_round_trip_clone_edit_push_pull_health(
     write_files(workspace, {".hfignore": b"*.log\nscratch/\n", "train.log": b"loss",
                             "scratch/tmp.bin": b"x", ".git/HEAD": b"ref"})
 
-    edited = run_subprocess("push", str(workspace), target, "--commit", "Tune", "--json",
-                            env=env)
+    kept = run_subprocess("push", str(workspace), target, "--commit", "Tune", "--json",
+                          env=env)
+    assert kept.code == 0, kept.stderr
+    assert kept.json["data"]["change_summary"] == {"added": 1, "modified": 1, "deleted": 0}
+    assert kept.json["data"]["remote_only_kept"] == 1
+    assert "tokenizer_config.json" in hub.files(target)
+
+    edited = run_subprocess("push", str(workspace), target, "--delete", "--json", env=env)
     assert edited.code == 0, edited.stderr
     second = edited.json["data"]
-    assert second["change_summary"] == {"added": 1, "modified": 1, "deleted": 1}
-    assert second["uploaded_files_count"] == 2
+    assert second["change_summary"] == {"added": 0, "modified": 0, "deleted": 1}
+    assert second["uploaded_files_count"] == 0
     assert second["no_changes"] is False and second["created_repo"] is False
     assert sorted(hub.files(target)) == [".gitattributes", "README.md", "config.json",
                                          "model.safetensors", "tokenizer.json"]

@@ -19,6 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dir", help="Workspace folder to upload")
     parser.add_argument("repo_id", metavar="org/model", help="Target repository on the Hub")
     parser.add_argument("--create", action="store_true", help="Create the repo if missing")
+    parser.add_argument("--delete", action="store_true",
+                        help="Mirror the folder: delete files on the Hub that it does not have "
+                             "(default: keep them)")
     parser.add_argument("--private", action="store_true", help="Create the repo as private")
     parser.add_argument("--branch", default="main", help="Branch to push to (default: main)")
     parser.add_argument("--commit", dest="message", default=None, metavar="MSG",
@@ -36,6 +39,7 @@ def handle(args: argparse.Namespace, out: Output) -> int:
     try:
         result = push(args.dir, args.repo_id, create=args.create, private=args.private,
                       branch=args.branch, message=args.message, check_only=args.check_only,
+                      delete=args.delete,
                       progress=progress_class(out) is not None)
     except KeyboardInterrupt:
         exit_interrupted(out, "push", "Push interrupted: files are committed only at the end, "

@@ -5,7 +5,8 @@ whatever ``.hfignore`` lists (gitignore-style lines; ``!`` negation is not
 supported). Before uploading, the local files are compared with the branch on
 the Hub (sha256 for LFS files, git blob ids otherwise), which gives the
 added / modified / deleted counts; when nothing differs no commit is made.
-Remote files absent from the upload set are deleted (``.gitattributes`` kept).
+Remote files absent from the upload set are kept unless ``delete`` asks for a
+mirror, so a partial folder pushed by mistake never wipes weights on the Hub.
 
 ``check_only`` validates the folder with the same integrity rules as ``health``,
 without network or token.
@@ -49,6 +50,7 @@ class PushResult:
     added: tuple[str, ...] = ()
     modified: tuple[str, ...] = ()
     deleted: tuple[str, ...] = ()
+    kept_remote: tuple[str, ...] = ()  # remote-only files left alone (no ``delete``)
     workspace_health: dict[str, Any] | None = None
     hf_logs: tuple[str, ...] = field(default=())
 
@@ -71,7 +73,7 @@ class PushResult:
                         created_repo=self.created_repo,
                         change_summary={"added": len(self.added), "modified": len(self.modified),
                                         "deleted": len(self.deleted)},
-                        message=self.message)
+                        remote_only_kept=len(self.kept_remote), message=self.message)
             if self.hf_logs:
                 data["hf_logs"] = list(self.hf_logs)
         data.update(experimental=True, disclaimer=DISCLAIMER)
@@ -93,12 +95,13 @@ def failure_data(repo_id: str, branch: str) -> dict[str, Any]:
 
 def push(workspace: str, repo_id: str, *, create: bool = False, private: bool = False,
          branch: str = "main", message: str | None = None, check_only: bool = False,
-         token: str | None = None, progress: bool = False) -> PushResult:
+         token: str | None = None, progress: bool = False, delete: bool = False) -> PushResult:
     """Upload ``workspace`` to ``repo_id`` on ``branch``, or only check it.
 
     Args:
         token: Hub token; None reads ``HF_TOKEN`` (or the stored login).
         progress: Let huggingface_hub draw its upload bars.
+        delete: Mirror the folder: delete remote files it does not have.
 
     Raises:
         ValidationError: bad repo id or workspace folder.
@@ -130,7 +133,7 @@ def push(workspace: str, repo_id: str, *, create: bool = False, private: bool = 
     try:
         with nullcontext() if progress else disable_progress_bars():
             return run_interruptible(_upload, folder, files, repo_id, branch, create, private,
-                                     message, token)
+                                     message, token, delete)
     except MlxkError:
         raise
     except Exception as exc:
@@ -151,7 +154,7 @@ def _push_error(exc: Exception, repo_id: str, branch: str) -> MlxkError:
 
 
 def _upload(folder: Path, files: dict[str, Path], repo_id: str, branch: str, create: bool,
-            private: bool, message: str | None, token: str) -> PushResult:
+            private: bool, message: str | None, token: str, delete: bool) -> PushResult:
     from huggingface_hub import HfApi
 
     api = HfApi(token=token)
@@ -164,12 +167,13 @@ def _upload(folder: Path, files: dict[str, Path], repo_id: str, branch: str, cre
         created = True
     if branch != "main":
         api.create_branch(repo_id, branch=branch, exist_ok=True)
-    added, modified, deleted = _compare(api, repo_id, branch, files)
+    added, modified, remote_only = _compare(api, repo_id, branch, files)
+    deleted, kept = (remote_only, ()) if delete else ((), remote_only)
     url = repo_url(repo_id)
     if not (added or modified or deleted):
         return PushResult(repo_id, branch, url, len(files),
                           "No files changed; skipped empty commit.", created_repo=created,
-                          hf_logs=(EMPTY_COMMIT_LOG,))
+                          kept_remote=kept, hf_logs=(EMPTY_COMMIT_LOG,))
     info = api.upload_folder(
         repo_id=repo_id, folder_path=folder, revision=branch,
         commit_message=message or f"Upload {len(added) + len(modified)} file(s) with mlxk2",
@@ -178,7 +182,7 @@ def _upload(folder: Path, files: dict[str, Path], repo_id: str, branch: str, cre
     )
     return PushResult(repo_id, branch, url, len(files), "Push successful.",
                       commit_sha=info.oid, commit_url=info.commit_url, created_repo=created,
-                      added=added, modified=modified, deleted=deleted)
+                      added=added, modified=modified, deleted=deleted, kept_remote=kept)
 
 
 def _compare(api: Any, repo_id: str, branch: str,

@@ -23,6 +23,9 @@ def render_push(data: dict[str, Any], out: Output, files: PushResult | None = No
         lines.append(f"{data['repo_id']} ({data['branch']}): {summary['added']} added, "
                      f"{summary['modified']} modified, {summary['deleted']} deleted")
         lines.append(f"Commit: {data['commit_url']}")
+    if data.get("remote_only_kept"):
+        lines.append(f"Kept {data['remote_only_kept']} file(s) on the Hub that the folder "
+                     "does not have (--delete removes them)")
     if files is not None:
         for mark, names in (("+", files.added), ("~", files.modified), ("-", files.deleted)):
             lines.extend(f"  {mark} {name}" for name in names)
