@@ -201,7 +201,9 @@ def test_repair_index_refuses_when_the_result_would_stay_unhealthy(
 
 
 @pytest.mark.parametrize(
-    "where", ["cache", "cache-root", "non-empty", "file", "same-as-source", "inside-source"]
+    "where",
+    ["cache", "cache-root", "non-empty", "non-empty-via-dotdot", "file", "same-as-source",
+     "inside-source"],
 )
 def test_bad_destinations_are_refused_and_nothing_is_written(
     alpha: None, hf_cache: Path, tmp_path: Path, where: str
@@ -214,6 +216,7 @@ def test_bad_destinations_are_refused_and_nothing_is_written(
         "cache": hf_cache / "models--me--converted",
         "cache-root": hf_cache,
         "non-empty": tmp_path / "full",
+        "non-empty-via-dotdot": f"{tmp_path / 'full'}/new/..",
         "file": tmp_path / "a-file",
         "same-as-source": src,
         "inside-source": src / "out",

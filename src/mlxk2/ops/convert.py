@@ -117,7 +117,7 @@ def plan_convert(
     if resolved.path is None:
         raise ModelNotFoundError(f"'{source}' has no snapshot to convert")
     source_dir = resolved.path
-    target_dir = Path(target).expanduser().absolute()
+    target_dir = Path(os.path.realpath(Path(target).expanduser()))  # './new/..' is '.'
     _check_target(source_dir, target, target_dir, cache_root() if root is None else root)
     plan = ConvertPlan(
         source=resolved.name,
