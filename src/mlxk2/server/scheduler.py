@@ -368,6 +368,7 @@ class Worker:
                 if command is None:
                     self._shutdown()
                     self._flush()
+                    _release_streams()
                     return
                 try:
                     command()
@@ -415,3 +416,15 @@ class Worker:
         for batch in list(self._batches):
             batch.abort_all(error)
         self._batches.clear()
+
+
+def _release_streams() -> None:
+    """Free this thread's MLX streams before it ends.
+
+    MLX leaves per-thread stream cleanup to the caller; streams left for the
+    exit-time destructors can abort the process ("terminate called without an
+    active exception") after a clean shutdown.
+    """
+    import mlx.core as mx
+
+    mx.clear_streams()
