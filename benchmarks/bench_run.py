@@ -58,7 +58,8 @@ def build_models(root: Path, presets: list[str]) -> dict[str, Path]:
 
 
 def count_params(model) -> int:
-    """Stored parameters (packed 4-bit weights count as their uint32 words)."""
+    """Stored parameters (packed 4-bit weights count as their uint32 words, so the
+    table shows each preset's unquantised count)."""
     from mlx.utils import tree_flatten
 
     return sum(v.size for _, v in tree_flatten(model.parameters()))
@@ -204,12 +205,15 @@ def main() -> int:
                    "cpu ratio", "raw ttft", "mlxk2", "delta", "med.delta", "raw wall", "mlxk2",
                    "ratio")
         print(_row(columns))
+        params_m: dict[str, float] = {}  # per preset, from the unquantised model
         for label, path in models.items():
-            tokens = args.tokens if label.startswith("tiny") else args.mid_tokens
+            preset = label.split("-")[0]
+            tokens = args.tokens if preset == "tiny" else args.mid_tokens
             e = measure_engine(path, tokens, args.repeat)
+            params_m.setdefault(preset, e["params_m"])
             w = measure_wall(path, tokens, args.wall_repeat, env)
             print(_row((
-                label, f"{e['params_m']:.1f}M", str(tokens),
+                label, f"{params_m[preset]:.1f}M", str(tokens),
                 f"{e['raw_tps']:.1f}", f"{e['our_tps']:.1f}", f"{e['our_tps'] / e['raw_tps']:.3f}",
                 f"{e['median_our_tps'] / e['median_raw_tps']:.3f}",
                 f"{e['median_raw_cpu'] / e['median_our_cpu']:.3f}",
