@@ -21,11 +21,18 @@ def _positive(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 1-65535, got {value}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="Model to preload and use when a request names none")
     parser.add_argument("--host", default="127.0.0.1",
                         help="Interface to bind (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=8000, help="Port (default: %(default)s)")
+    parser.add_argument("--port", type=_port, default=8000, help="Port (default: %(default)s)")
     parser.add_argument("--max-tokens", type=_positive, default=None,
                         help="Cap on generated tokens per request (default: the context size)")
     parser.add_argument("--api-key", default=None,
@@ -48,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def handle(args: argparse.Namespace, out: Output) -> int:
     from mlxk2.server import ModelProvider, ServerConfig, Worker, create_app, parse_duration
-    from mlxk2.server.runner import configure_logging, run_app
+    from mlxk2.server.runner import bind_socket, configure_logging, run_app
 
     config = ServerConfig(
         host=args.host,
@@ -77,6 +84,7 @@ def handle(args: argparse.Namespace, out: Output) -> int:
         if config.model:
             out.warn(f"Loading {config.model} ...")
             provider.preload(config.model)
+        sock = bind_socket(config.host, config.port)  # a busy port fails here, as an envelope
     except BaseException:
         worker.stop()
         raise
@@ -85,7 +93,7 @@ def handle(args: argparse.Namespace, out: Output) -> int:
         "reachable from the network"
     out.warn(f"mlxk2 server on {url} ({scope}); OpenAI base URL {url}/v1")
     app = create_app(config, provider)
-    run_app(app, config)
+    run_app(app, config, sock)
     data = {"host": config.host, "port": config.port, "model": config.model,
             "stopped": True}
     return out.success("server", data, render=lambda d, o: "Server stopped.")

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import socket
 import sys
 import time
 from types import FrameType
 from typing import TYPE_CHECKING, Any
+
+from mlxk2.errors import OperationError, PermissionDeniedError
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -48,7 +51,28 @@ def configure_logging(level: str, as_json: bool) -> None:
         logging.getLogger(name).propagate = True
 
 
-def run_app(app: FastAPI, config: ServerConfig) -> None:
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind the listening socket up front, so a busy or forbidden port is a CLI error.
+
+    Raises:
+        PermissionDeniedError: the port needs privileges.
+        OperationError: the port is in use, or the host cannot be bound.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        why = exc.strerror or type(exc).__name__
+        if isinstance(exc, PermissionError):
+            raise PermissionDeniedError(f"Cannot listen on {host}:{port}: {why}") from exc
+        raise OperationError(f"Cannot listen on {host}:{port}: {why}") from exc
+    return sock
+
+
+def run_app(app: FastAPI, config: ServerConfig, sock: socket.socket) -> None:
     """Serve until a signal arrives; return normally so the process can exit 0.
 
     On SIGINT or SIGTERM the app stops taking requests (503), ends running streams
@@ -78,4 +102,4 @@ def run_app(app: FastAPI, config: ServerConfig) -> None:
         timeout_graceful_shutdown=GRACEFUL_TIMEOUT,
         lifespan="on",
     )
-    _Server(uv_config).run()
+    _Server(uv_config).run(sockets=[sock])
