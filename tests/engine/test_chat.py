@@ -38,3 +38,12 @@ def test_template_can_be_switched_off(tiny_chat):
 def test_raw_prompt_is_encoded_as_written(tiny_chat):
     tokens = raw_prompt_tokens(tiny_chat.tokenizer, "Tell me a story")
     assert tiny_chat.tokenizer.decode(tokens) == "Tell me a story"
+
+
+def test_prompt_ending_in_an_open_think_starts_in_reasoning(tiny_chat):
+    from mlxk2.engine.chat import opens_reasoning
+
+    tokenizer = tiny_chat.tokenizer
+    assert opens_reasoning(tokenizer, raw_prompt_tokens(tokenizer, "assistant\n<think>\n"))
+    assert not opens_reasoning(tokenizer, raw_prompt_tokens(tokenizer, "<think>x</think>\n"))
+    assert not opens_reasoning(tokenizer, [])

@@ -125,3 +125,17 @@ def test_invalid_sampling_values_are_rejected():
         SamplingParams(temperature=-1)
     with pytest.raises(ValidationError):
         SamplingParams(top_p=0)
+
+
+def test_special_tokens_the_model_emits_are_removed_from_the_text(tiny_chat):
+    start = tiny_chat.tokenizer.get_vocab()["<|im_start|>"]
+    params = SamplingParams(logit_bias={start: 1e4})
+    out, done = run(tiny_chat, chat_tokens(tiny_chat, LONG_PROMPT), params, max_tokens=5)
+    assert done.token_ids == (start,) * 5
+    assert out == ""
+
+
+def test_reasoning_labels_can_be_switched_off(tiny_chat):
+    events = list(generate(tiny_chat, chat_tokens(tiny_chat, LONG_PROMPT), SamplingParams(),
+                           max_tokens=5, reasoning=False))
+    assert {e.kind for e in events if isinstance(e, TextChunk)} == {"content"}

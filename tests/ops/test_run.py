@@ -273,3 +273,17 @@ def test_cli_chat_from_a_pipe_echoes_each_line_and_keeps_going(env):
     assert ">>> Hello\n" in result.stdout
     assert ">>> And again\n" in result.stdout
     assert "never sent" not in result.stdout
+
+
+def test_cli_system_prompt_without_template_is_sent_as_written(demo_env, tiny_chat):
+    result = run_inprocess("run", "demo-chat", "hi", "--system", "Be brief.",
+                           "--no-chat-template", "--max-tokens", "2", "--json")
+    assert result.code == 0, result.stderr
+    expected = len(tiny_chat.tokenizer.encode("Be brief.\n\nhi"))
+    assert result.json["data"]["usage"]["prompt_tokens"] == expected
+
+
+def test_cli_rejects_bad_sampling_values_before_loading(demo_env):
+    result = run_inprocess("run", "demo-chat", "hi", "--temperature", "-1", "--json")
+    assert result.code == 1
+    assert result.json["error"]["type"] == "ValidationError"
