@@ -66,3 +66,11 @@ def test_cli_demo_installs_into_the_cache_and_list_shows_it(hf_home):
     assert [m["name"] for m in listed.json["data"]["models"]] == [CHAT]
     human = run_inprocess("demo")
     assert "mlxk2 run demo-chat" in human.stdout
+
+
+def test_cli_demo_into_a_workspace_suggests_a_path_run_accepts(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    built = run_inprocess("demo", "--path", "my-demo")
+    assert built.code == 0, built.stderr
+    assert 'mlxk2 run ./my-demo "Hello"' in built.stdout
+    assert resolve("./my-demo").path == Path("my-demo")

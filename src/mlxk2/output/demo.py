@@ -6,13 +6,19 @@ from typing import Any
 
 from mlxk2.output.format import human_size
 from mlxk2.output.sink import Output
+from mlxk2.resolve import is_workspace_spec
+
+
+def _as_path_spec(path: str) -> str:
+    """A relative folder needs ``./`` to be read as a workspace, not a cache name."""
+    return path if is_workspace_spec(path) else f"./{path}"
 
 
 def render_demo(data: dict[str, Any], out: Output) -> str:
     variant = data["preset"] + (f", {data['quantize_bits']}-bit" if data["quantize_bits"] else "")
     kind = "chat" if data["chat_template"] else "base"
     where = "into the cache" if data["cached"] else "into the workspace"
-    short = data["model"].split("/", 1)[1] if data["cached"] else data["model"]
+    short = data["model"].split("/", 1)[1] if data["cached"] else _as_path_spec(data["model"])
     return (
         f"Built demo {kind} model {data['model']} ({variant}, {human_size(data['size_bytes'])}) "
         f"{where}.\nIts weights are random: expect fluent-looking noise.\n"
