@@ -56,7 +56,7 @@ def test_each_case_gets_its_verdict(cache_env: BuiltCache, key: str) -> None:
     ("base", "MLX", "base", ["text-generation"]),
     ("embedding", "MLX", "embedding", ["embeddings"]),
     ("vision", "MLX", "chat", ["text-generation", "chat", "vision"]),
-    ("gguf", "GGUF", None, None),
+    ("gguf", "GGUF", "chat", ["text-generation", "chat"]),
     ("pytorch", "PyTorch", None, None),
 ])
 def test_framework_type_and_capabilities(cache_env, key, framework, model_type,

@@ -245,3 +245,14 @@ def test_a_file_where_the_model_folder_should_be_can_be_removed(hf_home) -> None
     assert result.code == 0, result.stdout
     assert result.json["data"]["action"] == "deleted"
     assert not stray.exists()
+
+
+def test_a_bare_local_folder_name_is_refused_not_deleted(hf_home, tmp_path, monkeypatch) -> None:
+    from tests.fixtures.cli import run_inprocess
+
+    (tmp_path / "w1").mkdir()
+    (tmp_path / "w1" / "config.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    result = run_inprocess("rm", "w1", "--force", "--json")
+    assert (result.code, result.json["error"]["type"]) == (1, "ValidationError")
+    assert (tmp_path / "w1" / "config.json").exists()

@@ -31,6 +31,7 @@ VISION_TYPES = frozenset({
 AUDIO_TYPES = frozenset({"whisper", "qwen2_audio", "voxtral", "gemma3n"})
 CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
 TORCH_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth")
+_CHAT_NAME = re.compile(r"instruct|chat|-it\b|assistant", re.IGNORECASE)
 _FRONT_MATTER_MLX = re.compile(r"^(library_name:\s*mlx\b|\s*-\s*mlx\s*$|tags:.*\bmlx\b)",
                                re.MULTILINE)
 
@@ -92,7 +93,7 @@ def inspect_model(resolved: ResolvedModel) -> ModelInfo:
     config = scan.config
     names = set(scan.top_files)
     framework = detect_framework(path, names, config, resolved.repo_id)
-    model_type, capabilities = detect_type(path, names, config, resolved.name)
+    model_type, capabilities = detect_type(path, names, config, resolved.name, framework)
     problem = scan.first_problem()
     if problem is not None:
         runtime_ok, reason = False, problem
@@ -145,9 +146,13 @@ def detect_framework(path: Path, names: set[str], config: dict[str, Any] | None,
     return Framework.UNKNOWN
 
 
-def detect_type(path: Path, names: set[str], config: dict[str, Any] | None,
-                name: str) -> tuple[ModelType, list[Capability]]:
+def detect_type(path: Path, names: set[str], config: dict[str, Any] | None, name: str,
+                framework: Framework = Framework.UNKNOWN) -> tuple[ModelType, list[Capability]]:
     if config is None:
+        if framework is Framework.GGUF:  # metadata lives inside the .gguf; the name tells
+            if _CHAT_NAME.search(name):
+                return ModelType.CHAT, [Capability.TEXT_GENERATION, Capability.CHAT]
+            return ModelType.BASE, [Capability.TEXT_GENERATION]
         return ModelType.UNKNOWN, []
     arch = str(config.get("model_type") or "").lower()
     if arch in EMBEDDING_TYPES or any(f in names for f in SENTENCE_TRANSFORMER_FILES) \

@@ -83,9 +83,11 @@ def plan_removal(spec: str, root: Path | None = None) -> RemovalPlan:
         ModelNotFoundError: nothing in the cache matches (raised by resolve).
         AmbiguousMatchError: several models match (``data.matches``).
     """
+    workspace_refusal = ValidationError(
+        f"rm only deletes models from the cache; '{spec}' is a folder path. "
+        "Delete a workspace yourself.")
     if is_workspace_spec(spec):
-        raise ValidationError(f"rm only deletes models from the cache; '{spec}' is a folder "
-                              "path. Delete a workspace yourself.")
+        raise workspace_refusal
     root = cache_root() if root is None else root
     try:
         resolved = resolve(spec, root)
@@ -94,7 +96,8 @@ def plan_removal(spec: str, root: Path | None = None) -> RemovalPlan:
         raise AmbiguousMatchError(
             f"{exc.message}. Please specify which model to delete.",
             data={"matches": matches}, matches=matches) from exc
-    assert resolved.repo_id is not None and resolved.repo_dir is not None
+    if resolved.repo_id is None or resolved.repo_dir is None:  # a local folder, not the cache
+        raise workspace_refusal
     name, rev = split_revision(spec)
     exact = resolved.repo_id.lower() in {name.lower(), expand_repo_id(name).lower()}
     repo_dir = repo_folder(root, resolved.repo_id)
