@@ -287,3 +287,17 @@ def test_cli_rejects_bad_sampling_values_before_loading(demo_env):
     result = run_inprocess("run", "demo-chat", "hi", "--temperature", "-1", "--json")
     assert result.code == 1
     assert result.json["error"]["type"] == "ValidationError"
+
+
+def test_chat_message_too_long_for_the_context_is_refused_and_chat_goes_on(tiny_chat):
+    from mlxk2.output.run import chat_loop
+    from mlxk2.output.sink import Output
+
+    lines = iter(["word " * 3000, "Hi", "/exit"])
+    stderr = io.StringIO()
+    session = ops.ChatSession(tiny_chat, max_tokens=2)
+    code = chat_loop(session, Output(False, io.StringIO(), stderr), model_name=CHAT,
+                     read_line=lambda _prompt: next(lines))
+    assert code == 0
+    assert "context holds 2048" in stderr.getvalue()
+    assert [m["content"] for m in session.messages[::2]] == ["Hi"]

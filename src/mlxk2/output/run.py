@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from mlxk2.engine.generate import Finished, TextChunk
 from mlxk2.engine.reasoning import REASONING
+from mlxk2.errors import ValidationError
 from mlxk2.output.format import paint
 from mlxk2.output.sink import Output
 
@@ -163,7 +164,11 @@ def chat_loop(
 
 def _chat_turn(session: ChatSession, out: Output, text: str, *, verbose: bool,
                show_reasoning: bool) -> None:
-    turn = session.start_turn(text)
+    try:
+        turn = session.start_turn(text)
+    except ValidationError as exc:
+        out.warn(f"{exc.message}. /clear starts a new conversation.")
+        return
     if turn.budget.clamped:
         out.warn(clamp_warning(turn.budget.requested, turn.budget.max_tokens,
                                session.loaded.context_length))
