@@ -147,3 +147,15 @@ def test_cloned_real_model_runs_by_path(
     data = result.json["data"]
     assert data["model"] == str(workspace)
     assert data["tokens_generated"] >= 1
+
+
+def test_clone_refuses_a_target_inside_the_cache(hub: Hub, hub_env: dict[str, str],
+                                                 tmp_path: Path) -> None:
+    repo = unique_repo("org")
+    hub.seed(repo, files=tiny_model_files())
+    target = tmp_path / "hf_home" / "hub" / "models--evil--x"
+
+    result = run_subprocess("clone", repo, str(target), "--json", env=hub_env)
+
+    assert (result.code, result.json["error"]["type"]) == (1, "ValidationError")
+    assert not target.exists()

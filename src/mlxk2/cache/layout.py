@@ -31,6 +31,17 @@ def repo_folder(root: Path, repo_id: str) -> Path:
     return root / (MODEL_PREFIX + repo_id.replace("/", SEPARATOR))
 
 
+def overlaps_cache(path: Path, root: Path | None = None) -> bool:
+    """Is ``path`` the cache, inside it, or a folder holding it (links resolved)?
+
+    Commands that write workspaces (clone, convert) refuse such targets, so
+    user files never land among huggingface_hub's blobs and snapshots.
+    """
+    real = Path(os.path.realpath(path))
+    cache = Path(os.path.realpath(cache_root() if root is None else root))
+    return real == cache or cache in real.parents or real in cache.parents
+
+
 def repo_id_from_folder(folder_name: str) -> str | None:
     """``models--org--name`` to ``org/name``; None for datasets, spaces and strays."""
     if not folder_name.startswith(MODEL_PREFIX):

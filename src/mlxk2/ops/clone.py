@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlxk2.cache.layout import overlaps_cache
 from mlxk2.errors import (
     AccessDeniedError,
     CloneFailedError,
@@ -72,6 +73,9 @@ def clone(spec: str, target_dir: str, *, tqdm_class: type | None = None,
     except MlxkError as exc:
         exc.data = data(None, "error")
         raise
+    if overlaps_cache(target):
+        raise ValidationError(f"Target directory '{target_dir}' is inside the Hugging Face "
+                              "cache; clone writes workspaces elsewhere", data=data(None, "error"))
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise ValidationError(f"Target directory '{target_dir}' already exists and is not empty",
                               data=data(None, "error"))

@@ -24,7 +24,7 @@ from typing import Any
 
 from mlxk2.cache.config import read_config
 from mlxk2.cache.integrity import WEIGHT_FORMATS, check_integrity, workspace_report
-from mlxk2.cache.layout import cache_root
+from mlxk2.cache.layout import cache_root, overlaps_cache
 from mlxk2.cache.runtime import runtime_reason
 from mlxk2.cache.safetensors import SafetensorsError, read_header
 from mlxk2.errors import (
@@ -233,9 +233,8 @@ def _check_options(
 
 def _check_target(source_dir: Path, target: str, target_dir: Path, cache: Path) -> None:
     real_target = Path(os.path.realpath(target_dir))
-    real_cache = Path(os.path.realpath(cache))
     real_source = Path(os.path.realpath(source_dir))
-    if _within(real_target, real_cache) or _within(real_cache, real_target):
+    if overlaps_cache(real_target, cache):
         raise ValidationError(
             f"Destination '{target}' is inside the Hugging Face cache; "
             "convert writes only to workspace folders"
