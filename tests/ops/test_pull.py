@@ -275,3 +275,23 @@ def test_error_table_covers_timeouts_and_disk_failures(
     error = translate(raised(), DownloadFailedError, "org/model")
 
     assert (error.error_type, error.exit_code) == (error_type, code)
+
+
+def test_repair_waits_for_a_download_another_process_is_running(
+        hub: Hub, hub_env: dict[str, str]) -> None:
+    import fcntl
+
+    repo = unique_repo("org")
+    hub.seed(repo, files=tiny_model_files())
+    assert run_subprocess("pull", repo, env=hub_env).code == 0
+    snapshot = snapshot_of(hub_env, repo)
+    blobs = snapshot.parent.parent / "blobs"
+    in_flight = blobs / ("f" * 64 + ".incomplete")
+    in_flight.write_bytes(b"partial")
+    lock = Path(hub_env["HF_HOME"]) / "hub" / ".locks" / blobs.parent.name / "x.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        result = run_subprocess("pull", repo, "--json", env=hub_env)
+    assert (result.code, result.json["error"]["type"]) == (1, "locks_present")
+    assert in_flight.read_bytes() == b"partial"

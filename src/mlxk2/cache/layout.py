@@ -6,6 +6,7 @@ Layout (huggingface_hub's): ``<root>/models--{org}--{name}/`` holding ``blobs/``
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -101,6 +102,39 @@ def iter_cached_repos(root: Path) -> Iterator[CachedRepo]:
         repo_id = repo_id_from_folder(name)
         if repo_id is not None:
             yield CachedRepo(repo_id, root / name)
+
+
+def held_locks(root: Path, folder_name: str) -> tuple[str, ...]:
+    """Lock files under ``.locks/<models--…>`` that some process holds right now.
+
+    huggingface_hub leaves its lock files behind after every download, so only
+    a lock another process currently holds means a download is running.
+    """
+    locks = root / ".locks" / folder_name
+    if not locks.is_dir():
+        return ()
+    return tuple(sorted(p.relative_to(root).as_posix() for p in locks.rglob("*.lock")
+                        if p.is_file() and _is_held(p)))
+
+
+def _is_held(lock: Path) -> bool:
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): a present lock file is all we can see
+        return True
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        return exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
 
 
 def store_snapshot(root: Path, repo_id: str, src_dir: Path, commit: str | None = None,

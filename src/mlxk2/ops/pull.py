@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from mlxk2.cache.integrity import check_integrity
-from mlxk2.cache.layout import cache_root, repo_folder
-from mlxk2.errors import DownloadFailedError, MlxkError
+from mlxk2.cache.layout import cache_root, held_locks, repo_folder
+from mlxk2.errors import DownloadFailedError, LocksPresentError, MlxkError
 from mlxk2.ops._hub import parse_spec, quiet_tqdm, run_interruptible, translate
 
 
@@ -67,6 +67,8 @@ def pull(spec: str, *, root: Path | None = None, tqdm_class: type | None = None,
     if snapshot is not None and problem is None:
         return PullResult(repo_id, "already_exists",
                           f"Model {repo_id} already exists in cache", snapshot)
+    if snapshot is not None:
+        _refuse_while_downloading(root, repo_id)
     try:
         if snapshot is not None:
             return _repair(root, repo_id, snapshot, problem or "", tqdm_class, token)
@@ -80,6 +82,16 @@ def pull(spec: str, *, root: Path | None = None, tqdm_class: type | None = None,
         raise translate(exc, DownloadFailedError, repo_id,
                         failure_data(repo_id, "failed")) from exc
     return PullResult(repo_id, "success", f"Successfully downloaded model {repo_id}", path)
+
+
+def _refuse_while_downloading(root: Path, repo_id: str) -> None:
+    """A repair deletes unfinished files; never those of a download still running."""
+    locks = held_locks(root, repo_folder(root, repo_id).name)
+    if locks:
+        raise LocksPresentError(
+            f"Another process is downloading {repo_id}; run pull again when it has finished",
+            data=failure_data(repo_id, "in_progress"), locks_detected=True,
+            lock_files=list(locks))
 
 
 def _download(root: Path, repo_id: str, revision: str | None, tqdm_class: type | None,

@@ -11,14 +11,13 @@ as active when another process holds it (an ``flock`` probe fails).
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlxk2.cache.layout import cache_root, repo_folder
+from mlxk2.cache.layout import cache_root, held_locks, repo_folder
 from mlxk2.errors import (
     AmbiguousMatchError,
     LocksPresentError,
@@ -109,7 +108,7 @@ def plan_removal(spec: str, root: Path | None = None) -> RemovalPlan:
         others = [p for p in _snapshots(repo_dir) if p.name != snapshot.name]
         whole = not others
     return RemovalPlan(resolved.repo_id, spec, exact, root, repo_dir, snapshot, whole,
-                       _active_locks(root, repo_dir.name))
+                       held_locks(root, repo_dir.name))
 
 
 def execute_removal(plan: RemovalPlan, *, force: bool = False) -> RemovalResult:
@@ -190,32 +189,3 @@ def _linked_blobs(snapshot: Path, blobs: Path) -> set[str]:
             if target.parent == real_blobs:
                 found.add(target.name)
     return found
-
-
-def _active_locks(root: Path, folder_name: str) -> tuple[str, ...]:
-    """Lock files under ``.locks/<models--…>`` that some process holds right now."""
-    locks = root / ".locks" / folder_name
-    if not locks.is_dir():
-        return ()
-    return tuple(sorted(p.relative_to(root).as_posix() for p in locks.rglob("*.lock")
-                        if p.is_file() and _is_held(p)))
-
-
-def _is_held(lock: Path) -> bool:
-    try:
-        import fcntl
-    except ImportError:  # no flock (Windows): a present lock file is all we can see
-        return True
-    try:
-        fd = os.open(lock, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        return exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
