@@ -420,19 +420,44 @@ def _convert_and_kill(source: Path, out: Path, env: dict[str, str], moment: str)
     return code
 
 
-@pytest.mark.parametrize("moment", ["staging created", "weights written"])
-def test_a_killed_convert_leaves_nothing_healthy(
-    demo_cache: DemoCache, tmp_path: Path, moment: str
+def test_a_convert_killed_through_the_cli_leaves_nothing_healthy(
+    demo_cache: DemoCache, tmp_path: Path
 ) -> None:
     env = cli_env(demo_cache.hf_home, **{ALPHA: "1"})
-    for attempt in range(3):  # the later moment is a few milliseconds wide
-        out = tmp_path / f"out{attempt}"
-        out.mkdir()
-        code = _convert_and_kill(demo_cache.paths[CHAT], out, env, moment)
-        if code != 0:
-            break
-    else:
-        pytest.skip("convert finished before the kill landed, three times")
+    code = _convert_and_kill(demo_cache.paths[CHAT], tmp_path, env, "staging created")
 
     assert code == -signal.SIGKILL
-    assert _healthy_folders(out) == []
+    assert _healthy_folders(tmp_path) == []
+
+
+_KILL_AT_STAGE = """
+import os, signal, sys
+from mlxk2.ops.convert import plan_convert, run_convert
+
+source, target, stage, step = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+
+def kill_at(name, done, total):
+    if (name, done) == (stage, step):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+run_convert(plan_convert(source, target, "quantize", bits=4), progress=kill_at)
+"""
+
+
+@pytest.mark.parametrize(("stage", "step"), [("Quantising", 1), ("Saving", 3)])
+def test_a_convert_killed_at_each_stage_leaves_nothing_healthy(
+    demo_cache: DemoCache, tmp_path: Path, stage: str, step: int
+) -> None:
+    """The progress callback kills the process at an exact stage, weights written included."""
+    env = cli_env(demo_cache.hf_home, **{ALPHA: "1"})
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILL_AT_STAGE, str(demo_cache.paths[CHAT]),
+         str(tmp_path / "q4"), stage, str(step)],
+        env=env, capture_output=True, text=True, timeout=120)
+
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    staged = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert len(staged) == 1
+    if stage == "Saving":
+        assert list(staged[0].glob("*.safetensors")), "weights were written before the kill"
+    assert _healthy_folders(tmp_path) == []
