@@ -6,7 +6,7 @@ import pytest
 
 from mlxk2.engine.chat import build_prompt_tokens
 from mlxk2.engine.generate import Finished, TextChunk, generate, plan_max_tokens
-from mlxk2.engine.sampling import SamplingParams
+from mlxk2.engine.sampling import MAX_SEED, SamplingParams
 from mlxk2.errors import ValidationError
 
 # Greedy output of the seed-0 tiny chat model: the first runs into the limit,
@@ -125,6 +125,28 @@ def test_invalid_sampling_values_are_rejected():
         SamplingParams(temperature=-1)
     with pytest.raises(ValidationError):
         SamplingParams(top_p=0)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"seed": -1}, {"seed": MAX_SEED + 1}, {"seed": 1.5}, {"seed": True},
+     {"temperature": float("nan")}, {"temperature": float("inf")},
+     {"top_p": float("nan")}, {"min_p": float("nan")},
+     {"repetition_penalty": float("inf")}, {"presence_penalty": float("nan")},
+     {"frequency_penalty": float("-inf")}, {"logit_bias": {3: float("nan")}}],
+)
+def test_out_of_range_seeds_and_non_finite_floats_are_validation_errors(bad):
+    with pytest.raises(ValidationError) as info:
+        SamplingParams(**bad)
+    assert isinstance(info.value, ValueError)  # what the server maps to a 400
+    assert "\n" not in info.value.message
+
+
+@pytest.mark.parametrize("seed", [0, MAX_SEED])
+def test_seeds_at_both_ends_of_the_range_generate(tiny_chat, seed):
+    params = SamplingParams(temperature=1.0, seed=seed)
+    _, done = run(tiny_chat, chat_tokens(tiny_chat, LONG_PROMPT), params, max_tokens=3)
+    assert done.completion_tokens == 3
 
 
 def test_special_tokens_the_model_emits_are_removed_from_the_text(tiny_chat):

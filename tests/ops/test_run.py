@@ -283,10 +283,16 @@ def test_cli_system_prompt_without_template_is_sent_as_written(demo_env, tiny_ch
     assert result.json["data"]["usage"]["prompt_tokens"] == expected
 
 
-def test_cli_rejects_bad_sampling_values_before_loading(demo_env):
-    result = run_inprocess("run", "demo-chat", "hi", "--temperature", "-1", "--json")
+@pytest.mark.parametrize(
+    "option", [("--temperature", "-1"), ("--seed", "-1"), ("--seed", str(2**64)),
+               ("--temperature", "nan"), ("--temperature", "inf"), ("--min-p", "nan")],
+)
+def test_cli_rejects_bad_sampling_values_before_loading(demo_env, option):
+    result = run_inprocess("run", "demo-chat", "hi", *option, "--json")
     assert result.code == 1
+    assert_valid_envelope(result.json)
     assert result.json["error"]["type"] == "ValidationError"
+    assert "\n" not in result.json["error"]["message"]
 
 
 def test_chat_message_too_long_for_the_context_is_refused_and_chat_goes_on(tiny_chat):

@@ -6,11 +6,15 @@ temperature 0 reproduces raw ``mlx_lm.generate`` token for token.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from mlxk2.errors import ValidationError
+
+#: ``mx.random.seed`` takes an unsigned 64-bit integer.
+MAX_SEED = 2**64 - 1
 
 
 @dataclass(frozen=True)
@@ -19,10 +23,13 @@ class SamplingParams:
 
     ``top_p`` 1.0, ``top_k`` 0 and ``min_p`` 0.0 switch those filters off; a
     penalty of None is not applied at all. ``seed`` seeds MLX's random state
-    before generation, so the same prompt and seed give the same text.
+    before generation, so the same prompt and seed give the same text; it must
+    be an integer in ``0..MAX_SEED``, the range ``mx.random.seed`` accepts.
 
     Raises:
-        ValidationError: a value outside its range.
+        ValidationError: a value outside its range, or a NaN or infinite float
+            (a ``ValueError`` subclass, so callers such as the server can map it
+            to a client error).
     """
 
     temperature: float = 0.0
@@ -36,7 +43,15 @@ class SamplingParams:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        problems = []
+        problems = [f"{name} must be a finite number, got {value}"
+                    for name, value in self._floats() if not math.isfinite(value)]
+        if problems:
+            raise ValidationError("; ".join(problems))
+        if self.seed is not None and (
+            isinstance(self.seed, bool) or not isinstance(self.seed, int)
+            or not 0 <= self.seed <= MAX_SEED
+        ):
+            problems.append(f"seed must be an integer from 0 to {MAX_SEED}, got {self.seed}")
         if self.temperature < 0:
             problems.append(f"temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
@@ -49,6 +64,15 @@ class SamplingParams:
             problems.append(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
         if problems:
             raise ValidationError("; ".join(problems))
+
+    def _floats(self) -> list[tuple[str, float]]:
+        """Every float setting that is set, logit biases included, by name."""
+        values = [("temperature", self.temperature), ("top_p", self.top_p),
+                  ("min_p", self.min_p), ("repetition_penalty", self.repetition_penalty),
+                  ("presence_penalty", self.presence_penalty),
+                  ("frequency_penalty", self.frequency_penalty)]
+        values += [(f"logit_bias[{k}]", v) for k, v in (self.logit_bias or {}).items()]
+        return [(name, float(value)) for name, value in values if value is not None]
 
 
 def make_sampler(p: SamplingParams) -> Callable[[Any], Any]:
