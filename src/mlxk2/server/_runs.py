@@ -33,12 +33,13 @@ def _mergeable(first: Delta, second: Delta) -> bool:
 class Run:
     """One admitted request: its lease on a model, its slot, and its event queue."""
 
-    def __init__(self, state: ServerState, entry: LoadedEntry, gen: GenerationRequest) -> None:
+    def __init__(self, state: ServerState, entry: LoadedEntry, gen: GenerationRequest,
+                 arrived: float) -> None:
         self.state = state
         self.entry = entry
         self.mailbox = Mailbox()
         self.events = self.mailbox.queue
-        self.started = time.perf_counter()
+        self.started = arrived
         self.first_event: float | None = None
         worker = state.provider.worker
         self.ticket = worker.submit(entry.batch, gen, self.mailbox)
@@ -85,13 +86,15 @@ class Run:
 
 
 async def start_run(state: ServerState, req: SamplingFields,
-                 prompt_for: Callable[[LoadedEntry], tuple[list[int], bool | None]]) -> Run:
+                    prompt_for: Callable[[LoadedEntry], tuple[list[int], bool | None]]) -> Run:
     """Load the model, build the prompt, wait for a slot and submit the request.
 
     ``prompt_for`` returns the prompt tokens and where reasoning stands: None to
     leave the text unsplit (raw completions), else whether the prompt already
-    opened a reasoning block.
+    opened a reasoning block. Time to first token counts from here, so it
+    includes loading and queueing.
     """
+    arrived = time.perf_counter()
     if req.n != 1:
         raise BadRequestError("Only n=1 is supported.", param="n")
     model = req.model or state.config.model
@@ -120,7 +123,7 @@ async def start_run(state: ServerState, req: SamplingFields,
     try:
         if state.draining:
             raise ServiceUnavailableError("The server is shutting down.", code="shutting_down")
-        return Run(state, entry, gen)
+        return Run(state, entry, gen, arrived)
     except BaseException:
         state.admission.leave()
         state.provider.release(entry)
