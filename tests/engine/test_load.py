@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
 from pathlib import Path
 
@@ -9,6 +11,8 @@ import pytest
 
 from mlxk2.engine.load import context_length, load_model
 from mlxk2.errors import ModelIncompatibleError, ModelNotFoundError
+from tests.fixtures.cli import run_inprocess
+from tests.fixtures.schema import assert_valid_envelope
 
 
 def test_context_length_reads_common_keys_and_nested_text_config():
@@ -47,3 +51,48 @@ def test_end_of_turn_token_in_vocab_is_a_stop_even_when_config_omits_it(tiny_bas
 
 def test_other_special_tokens_are_hidden_from_output(tiny_chat):
     assert set(tiny_chat.hidden_tokens.values()) == {"<|im_start|>"}
+
+
+def _broken_copy(source: Path, dest: Path, change) -> Path:
+    """A copy of a demo model whose config.json mlx-lm cannot build."""
+    shutil.copytree(source, dest)
+    config = json.loads((dest / "config.json").read_text())
+    change(config)
+    (dest / "config.json").write_text(json.dumps(config))
+    return dest
+
+
+def _nest_in_text_config(config: dict) -> None:
+    text = {k: config.pop(k) for k in list(config) if k not in ("model_type", "architectures")}
+    config["text_config"] = text
+
+
+def _bad_hidden_size(config: dict) -> None:
+    config["hidden_size"] = "big"
+
+
+@pytest.mark.parametrize("change", [_nest_in_text_config, _bad_hidden_size])
+def test_config_mlx_lm_cannot_build_is_one_line_naming_the_repo_not_the_hash(
+    demo_cache, tmp_path: Path, change
+):
+    snapshot = tmp_path / "models--org--broken" / "snapshots" / "0123abcd"
+    _broken_copy(demo_cache.paths["mlxk2/demo-chat"], snapshot, change)
+    with pytest.raises(ModelIncompatibleError) as info:
+        load_model(snapshot)
+    message = info.value.message
+    assert message.startswith("mlx-lm cannot load 'org/broken': ")
+    assert "0123abcd" not in message
+    assert "\n" not in message
+    assert len(message) < 300
+
+
+def test_cli_run_of_an_unbuildable_workspace_is_model_incompatible(demo_env, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _broken_copy(demo_env.paths["mlxk2/demo-chat"], tmp_path / "nest", _nest_in_text_config)
+    result = run_inprocess("run", "./nest", "hi", "--json")
+    assert result.code == 1
+    assert_valid_envelope(result.json)
+    error = result.json["error"]
+    assert error["type"] == "model_incompatible"
+    assert error["message"].startswith("mlx-lm cannot load './nest': ")
+    assert "\n" not in error["message"]

@@ -90,12 +90,29 @@ def hidden_special_tokens(tokenizer: Any, stops: frozenset[int]) -> dict[int, st
     return {i: text for i, text in hidden.items() if i not in stops}
 
 
-def load_model(path: Path) -> LoadedModel:
+def display_name(path: Path) -> str:
+    """``org/name`` for a cache snapshot folder (never its hash), else the path as given."""
+    repo_folder = path.parent.parent.name
+    if path.parent.name == "snapshots" and repo_folder.startswith("models--"):
+        return repo_folder.removeprefix("models--").replace("--", "/", 1)
+    return str(path)
+
+
+def _first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first non-empty line of an exception's text, cut to ``limit`` characters."""
+    text = str(exc).strip() or type(exc).__name__
+    line = text.splitlines()[0].strip().rstrip(":")
+    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
+
+
+def load_model(path: Path, name: str | None = None) -> LoadedModel:
     """Load weights and tokenizer from a local model folder with mlx-lm.
 
     Args:
         path: A snapshot or workspace folder holding ``config.json``, safetensors
             weights and tokenizer files.
+        name: The model as the user named it, for error messages (default: the
+            repo id of a cache snapshot, else ``path`` as given).
 
     Returns:
         The loaded model with its stop tokens and context length.
@@ -114,8 +131,12 @@ def load_model(path: Path) -> LoadedModel:
     try:
         model, config = mlx_load_model(path)
         tokenizer = load_tokenizer(path, eos_token_ids=config.get("eos_token_id"))
-    except (ValueError, KeyError, OSError, RuntimeError) as exc:
-        raise ModelIncompatibleError(f"mlx-lm cannot load '{path.name}': {exc}") from exc
+    except (TypeError, AttributeError, ValueError, KeyError, RuntimeError, OSError) as exc:
+        # A config mlx-lm's model classes cannot build, or weights that do not fit it.
+        shown = name or display_name(path)
+        raise ModelIncompatibleError(
+            f"mlx-lm cannot load '{shown}': {_first_line(exc)}", model=shown
+        ) from exc
     stops = stop_token_ids(tokenizer)
     tokenizer.eos_token_ids = stops
     return LoadedModel(

@@ -76,12 +76,16 @@ def check_runnable(spec: str, root: Path | None = None) -> tuple[ResolvedModel, 
 def open_model(
     spec: str,
     root: Path | None = None,
-    loader: Callable[[Path], LoadedModel] = load_model,
+    loader: Callable[..., LoadedModel] = load_model,
 ) -> RunnableModel:
-    """:func:`check_runnable`, then load the local snapshot or workspace folder."""
+    """:func:`check_runnable`, then load the local snapshot or workspace folder.
+
+    ``loader`` is called as ``loader(path, name=...)``; the name is the one the
+    user knows, for its error messages.
+    """
     resolved, info = check_runnable(spec, root)
     assert resolved.path is not None
-    return RunnableModel(resolved, info, loader(resolved.path))
+    return RunnableModel(resolved, info, loader(resolved.path, name=resolved.name))
 
 
 @dataclass(frozen=True)
