@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -158,6 +159,29 @@ def test_colour_marks_reasoning_dim_only_when_enabled():
     print_reply([TextChunk("hm", "reasoning"), TextChunk("ok"), _done()],
                 ReplyPrinter(stream, color=True))
     assert "\033[2m" in stream.getvalue()
+
+
+def test_control_characters_from_the_model_are_dropped_in_human_output():
+    stream = io.StringIO()
+    events = [TextChunk("\x1b]0;x\x07think\x9b", "reasoning"),
+              TextChunk("a\x1b[2Jb\tc\r\x08\x7fd\n"), _done()]
+    print_reply(events, ReplyPrinter(stream, color=False))
+    assert stream.getvalue() == "[reasoning]\n]0;xthink\n[/reasoning]\n\na[2Jb\tcd\n"
+
+
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def test_cli_sampled_control_bytes_reach_json_as_data_but_never_the_terminal(demo_env):
+    # At temperature 1 the byte-level demo tokenizer samples raw control bytes (seed 1: BEL, VT...).
+    args = ("run", "demo-chat", "Hi", "--temperature", "1", "--seed", "1", "--max-tokens", "40")
+    as_json = run_inprocess(*args, "--json")
+    assert as_json.code == 0, as_json.stderr
+    response = as_json.json["data"]["response"]
+    assert CONTROL.search(response)
+    plain = run_inprocess(*args, "--no-stream")
+    assert plain.code == 0, plain.stderr
+    assert plain.stdout == CONTROL.sub("", response) + "\n"
 
 
 # --- the CLI end to end --------------------------------------------------------------

@@ -1,4 +1,11 @@
-"""Human output for ``run``: streamed replies, reasoning marking, and the chat loop."""
+"""Human output for ``run``: streamed replies, reasoning marking, and the chat loop.
+
+Model text is untrusted: a sampled reply can hold any byte, ESC included, and
+written raw it would drive the terminal (escape-sequence injection). The human
+renderer therefore drops control characters from model text, on a TTY and in
+pipes alike. ``--json`` keeps the text exactly as generated: it is data there,
+and JSON writes C0 controls as ``\\u00XX`` escapes.
+"""
 
 from __future__ import annotations
 
@@ -16,10 +23,20 @@ from mlxk2.output.sink import Output
 if TYPE_CHECKING:
     from mlxk2.ops.run import ChatSession
 
+#: C0 controls except tab and newline, DEL, and the C1 range: removed from model text.
+_CONTROL_CHARS = dict.fromkeys(
+    [c for c in range(0x20) if chr(c) not in "\t\n"] + [0x7F, *range(0x80, 0xA0)]
+)
+
 REASONING_OPEN = "[reasoning]"
 REASONING_CLOSE = "[/reasoning]"
 CHAT_PROMPT = ">>> "
 CHAT_HELP = "Type a message. /clear forgets the conversation, /exit or Ctrl-D leaves."
+
+
+def strip_controls(text: str) -> str:
+    """``text`` without the control characters a terminal would act on (keeps \\t, \\n)."""
+    return text.translate(_CONTROL_CHARS)
 
 
 class ReplyPrinter:
@@ -27,6 +44,7 @@ class ReplyPrinter:
 
     Reasoning is framed by ``[reasoning]`` … ``[/reasoning]`` (dim when colour
     is on) or left out entirely; without colour no control codes are written.
+    Control characters in the model's text are dropped (:func:`strip_controls`).
     """
 
     def __init__(self, stream: TextIO, *, color: bool, show_reasoning: bool = True,
@@ -41,16 +59,17 @@ class ReplyPrinter:
         self._last = ""
 
     def chunk(self, event: TextChunk) -> None:
+        text = strip_controls(event.text)
         if event.kind == REASONING:
             if not self._show_reasoning:
                 return
             if not self._in_reasoning:
                 self._write(paint(REASONING_OPEN, "dim", self._color) + "\n")
                 self._in_reasoning = True
-            self._write(paint(event.text, "dim", self._color))
+            self._write(paint(text, "dim", self._color))
             return
         self._close_reasoning()
-        self._write(event.text)
+        self._write(text)
 
     def finish(self) -> None:
         """End the reply with a newline and flush anything buffered."""
