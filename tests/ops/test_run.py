@@ -216,6 +216,15 @@ def test_cli_reads_stdin_for_dash_and_joins_extra_text(env):
     assert result.json["data"]["prompt"] == "Notes from the meeting.\nSummarise:"
 
 
+def test_cli_prompt_longer_than_the_context_gives_only_our_error(env):
+    result = run_subprocess("run", "demo-chat", "-", env=env, input="line\n" * 3000)
+    assert result.code == 1
+    assert result.stderr.startswith("Error: Prompt has ")
+    assert "context holds 2048" in result.stderr
+    assert "transformers" not in result.stderr
+    assert "Token indices" not in result.stderr
+
+
 def test_cli_too_many_tokens_is_clamped_with_a_warning(env):
     result = run_subprocess("run", "demo-chat", LONG_PROMPT, "--max-tokens", "100000",
                             "--stop", " ", env=env)

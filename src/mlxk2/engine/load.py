@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,9 @@ _HARMONY_CHANNEL = "<|channel|>"
 REASONING_TOKENS = frozenset(
     {"<think>", "</think>", "<|channel|>", "<|message|>", "<|end|>", "<|start|>"}
 )
+#: transformers' tokenizer logger; its "sequence length is longer than the specified
+#: maximum" warning duplicates the context check that generation reports itself.
+_TOKENIZER_LOGGER = "transformers.tokenization_utils_base"
 #: Config keys that hold the context length, most specific first.
 CONTEXT_KEYS = (
     "max_position_embeddings",
@@ -125,6 +129,7 @@ def load_model(path: Path, name: str | None = None) -> LoadedModel:
     if not path.is_dir():
         raise ModelNotFoundError(f"No model folder at '{path}'")
     started = time.perf_counter()
+    logging.getLogger(_TOKENIZER_LOGGER).setLevel(logging.ERROR)
     from mlx_lm.utils import load_model as mlx_load_model
     from mlx_lm.utils import load_tokenizer
 
