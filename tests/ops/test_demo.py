@@ -13,6 +13,7 @@ from mlxk2.ops.demo import demo_repo_id, install_demo
 from mlxk2.resolve import resolve
 from tests.fixtures.cli import run_inprocess
 from tests.fixtures.models import CHAT, CHAT_4BIT
+from tests.fixtures.schema import assert_valid_envelope
 
 
 def test_demo_in_cache_is_a_healthy_runnable_mlx_chat_model(demo_env):
@@ -74,3 +75,19 @@ def test_cli_demo_into_a_workspace_suggests_a_path_run_accepts(tmp_path: Path, m
     assert built.code == 0, built.stderr
     assert 'mlxk2 run ./my-demo "Hello"' in built.stdout
     assert resolve("./my-demo").path == Path("my-demo")
+
+
+@pytest.mark.parametrize(("typed", "reported"), [("./dm", "./dm"), ("dm", "./dm"),
+                                                  ("sub/dm/", "sub/dm/")])
+def test_cli_demo_reports_the_workspace_as_typed_so_run_accepts_it(
+    tmp_path: Path, monkeypatch, typed, reported
+):
+    monkeypatch.chdir(tmp_path)
+    built = run_inprocess("demo", "--path", typed, "--json")
+    assert built.code == 0, built.stderr
+    assert_valid_envelope(built.json)
+    assert built.json["data"]["model"] == reported
+    assert resolve(reported).name == reported
+    again = run_inprocess("demo", "--path", typed, "--json")
+    assert again.code == 1
+    assert again.json["error"]["message"] == f"'{reported}' exists and is not an empty folder"

@@ -251,8 +251,9 @@ def test_cli_runs_a_workspace_model_built_by_demo(env, tmp_path: Path):
     built = run_subprocess("demo", "--path", "ws-model", "--json", env=env, cwd=tmp_path)
     assert built.code == 0, built.stderr
     assert built.json["data"]["cached"] is False
-    result = run_subprocess("run", "./ws-model", "Hi", "--max-tokens", "4", "--json",
-                            env=env, cwd=tmp_path)
+    assert built.json["data"]["model"] == "./ws-model"
+    result = run_subprocess("run", built.json["data"]["model"], "Hi", "--max-tokens", "4",
+                            "--json", env=env, cwd=tmp_path)
     assert result.code == 0, result.stderr
     assert result.json["data"]["model"] == "./ws-model"
 

@@ -10,7 +10,6 @@ It lets list, show, run and serve work end to end on a fresh machine:
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from mlxk2.output.sink import Output
 
@@ -18,7 +17,7 @@ PRESET_CHOICES = ("tiny", "mid")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--path", type=Path, default=None,
+    parser.add_argument("--path", default=None,
                         help="Build into this new workspace folder instead of the cache")
     parser.add_argument("--preset", choices=PRESET_CHOICES, default="tiny",
                         help="tiny: <1M parameters (default); mid: ~130M, for benchmarks")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from mlxk2.cache.layout import cache_root, store_snapshot
 from mlxk2.errors import FilesystemError, ValidationError
+from mlxk2.resolve import is_workspace_spec
 
 DEMO_ORG = "mlxk2"
 
@@ -53,7 +54,7 @@ class DemoResult:
 
 def install_demo(
     *,
-    path: Path | None = None,
+    path: str | Path | None = None,
     preset: str = "tiny",
     quantize_bits: int | None = None,
     chat_template: bool = True,
@@ -65,7 +66,8 @@ def install_demo(
 
     Args:
         path: A new or empty workspace folder; None installs into the cache
-            under :func:`demo_repo_id`.
+            under :func:`demo_repo_id`. The result names it as typed (``./``
+            added to a bare relative name), so ``run`` accepts that name.
         preset, quantize_bits, chat_template, seed: Passed to the builder.
         root: Cache root (default: huggingface_hub's).
         builder: The model builder (default: :func:`mlxk2.engine.demo.build_demo_model`).
@@ -80,11 +82,13 @@ def install_demo(
                "chat_template": chat_template, "seed": seed}
     try:
         if path is not None:
-            if path.exists() and (not path.is_dir() or any(path.iterdir())):
-                raise ValidationError(f"'{path}' exists and is not an empty folder")
-            _build(builder, path, options)
-            return DemoResult(str(path), path, False, None, preset, quantize_bits,
-                              chat_template, _size(path))
+            name = workspace_name(path)
+            folder = Path(path).expanduser()
+            if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+                raise ValidationError(f"'{name}' exists and is not an empty folder")
+            _build(builder, folder, options)
+            return DemoResult(name, folder, False, None, preset, quantize_bits,
+                              chat_template, _size(folder))
         repo_id = demo_repo_id(preset=preset, quantize_bits=quantize_bits,
                                chat_template=chat_template)
         root = cache_root() if root is None else root
@@ -95,6 +99,12 @@ def install_demo(
                           chat_template, _size(snapshot))
     except OSError as exc:
         raise FilesystemError(f"Cannot write the demo model: {exc}") from exc
+
+
+def workspace_name(path: str | Path) -> str:
+    """The folder as the user typed it, made a workspace spec: ``dm`` becomes ``./dm``."""
+    text = os.fspath(path)
+    return text if is_workspace_spec(text) else f"./{text}"
 
 
 def _build(builder: Callable[..., Path], dest: Path, options: dict[str, object]) -> None:
