@@ -43,18 +43,22 @@ def test_bad_model_fails_before_binding_the_port(demo_cache):
 
 
 @pytest.fixture(scope="module")
-def served(demo_cache, mid_workspace) -> Iterator[tuple[subprocess.Popen[str], str]]:
+def served(demo_cache, mid_workspace, tmp_path_factory
+           ) -> Iterator[tuple[subprocess.Popen[str], str, Path]]:
+    """The server as a process; its stderr goes to a file so a full pipe never blocks it."""
     port = free_port()
     env = cli_env(demo_cache.hf_home, MLXK2_API_KEY=KEY)
+    log_path = tmp_path_factory.mktemp("serve-log") / "stderr.txt"
+    log_file = log_path.open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlxk2", "serve", "--model", str(mid_workspace),
          "--port", str(port), "--keep-alive", "2s"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env, stdout=subprocess.DEVNULL, stderr=log_file, text=True,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while True:
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        assert proc.poll() is None, log_path.read_text()
         try:
             if raw_request(url, "GET", "/health").status == 200:
                 break
@@ -62,10 +66,11 @@ def served(demo_cache, mid_workspace) -> Iterator[tuple[subprocess.Popen[str], s
             pass
         assert time.monotonic() < deadline, "server did not come up"
         time.sleep(0.1)
-    yield proc, url
+    yield proc, url, log_path
     if proc.poll() is None:
         proc.kill()
         proc.wait(10)
+    log_file.close()
 
 
 def _auth() -> dict[str, str]:
@@ -81,7 +86,7 @@ def _loaded(url: str) -> list[str]:
 
 
 def test_api_key_from_the_environment_guards_v1(served):
-    _, url = served
+    _, url, _ = served
     assert raw_request(url, "GET", "/v1/models").status == 401
     listed = raw_request(url, "GET", "/v1/models", headers=_auth())
     assert listed.status == 200
@@ -89,7 +94,7 @@ def test_api_key_from_the_environment_guards_v1(served):
 
 
 def test_keep_alive_unloads_and_memory_drops(served, mid_workspace):
-    _, url = served
+    _, url, _ = served
     body = {"model": str(mid_workspace), "messages": [{"role": "user", "content": "hi"}],
             "max_tokens": 4}
     assert raw_request(url, "POST", "/v1/chat/completions", body=body,
@@ -105,7 +110,7 @@ def test_keep_alive_unloads_and_memory_drops(served, mid_workspace):
 
 
 def test_sigterm_ends_streams_with_an_error_and_exits_zero(served):
-    proc, url = served
+    proc, url, log_path = served
     conn = _connection(url)
     body = {"model": CHAT, "messages": [{"role": "user", "content": "Keep talking."}],
             "max_tokens": 4000, "stream": True}
@@ -121,7 +126,7 @@ def test_sigterm_ends_streams_with_an_error_and_exits_zero(served):
     assert events[-1] == "[DONE]"
     assert json.loads(events[-2])["error"]["code"] == "shutting_down"
     assert proc.wait(30) == 0
-    stderr = proc.stderr.read() if proc.stderr else ""
+    stderr = log_path.read_text()
     assert "127.0.0.1" in stderr and "loopback only" in stderr
     assert "Traceback" not in stderr
     children = [p for p in os.listdir("/proc") if p.isdigit()
