@@ -300,13 +300,37 @@ def test_chat_loop_handles_commands_and_exit(tiny_chat):
     assert next(lines) == "never read"
 
 
-def test_cli_chat_from_a_pipe_echoes_each_line_and_keeps_going(env):
+def test_cli_chat_from_a_pipe_writes_only_the_replies_one_per_turn(env):
     result = run_subprocess("run", "demo-chat", "--max-tokens", "3", env=env,
                             input="Hello\nAnd again\n/exit\nnever sent\n")
     assert result.code == 0, result.stderr
-    assert ">>> Hello\n" in result.stdout
-    assert ">>> And again\n" in result.stdout
-    assert "never sent" not in result.stdout
+    one_shot = run_subprocess("run", "demo-chat", "Hello", "--max-tokens", "3", env=env)
+    replies = result.stdout.split("\n")
+    assert len(replies) == 3 and replies[-1] == ""
+    assert replies[0] + "\n" == one_shot.stdout
+    assert ">>>" not in result.stdout + result.stderr
+    assert "Hello" not in result.stdout
+    assert "Chatting with" not in result.stderr
+
+
+def test_terminal_chat_with_redirected_stdout_prompts_on_stderr(env, tmp_path: Path):
+    pexpect = pytest.importorskip("pexpect")
+    replies = tmp_path / "replies.txt"
+    command = f"{sys.executable} -m mlxk2 run demo-chat --max-tokens 3 > {replies}"
+    child = pexpect.spawn("/bin/sh", ["-c", command], env=env, encoding="utf-8", timeout=60)
+    try:
+        child.expect_exact("Chatting with mlxk2/demo-chat")
+        child.expect_exact(">>> ")
+        child.sendline("Hello")
+        child.expect_exact(">>> ")
+        child.sendeof()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 0
+    text = replies.read_text()
+    assert text.count("\n") == 1
+    assert ">>>" not in text and "Chatting" not in text
 
 
 def test_cli_system_prompt_without_template_is_sent_as_written(demo_env, tiny_chat):

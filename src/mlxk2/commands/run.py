@@ -85,13 +85,19 @@ def handle(args: argparse.Namespace, out: Output) -> int:
             model.loaded, params, system=args.system, use_template=use_template,
             max_tokens=args.max_tokens, stop=tuple(args.stop),
         )
-        read_line = input
-        if sys.stdin.isatty():
+        # Stdout holds only replies unless a person at a terminal sees it: prompts
+        # and the greeting appear only for terminal input, on stderr if stdout
+        # is redirected; piped input gets neither.
+        read_line, prompt, prompt_stream = input, render.CHAT_PROMPT, out.stdout
+        if not sys.stdin.isatty():
+            prompt = ""
+        elif out.stdout.isatty():
             import readline  # noqa: F401  (line editing and history for input())
         else:
-            read_line = render.echoing_input
+            read_line, prompt_stream = render.stderr_input, out.stderr
         return render.chat_loop(session, out, model_name=model.name, verbose=args.verbose,
-                                show_reasoning=not args.no_reasoning, read_line=read_line)
+                                show_reasoning=not args.no_reasoning, read_line=read_line,
+                                prompt=prompt, prompt_stream=prompt_stream)
 
     prepared = ops.prepare_one_shot(
         model.loaded, prompt, system=args.system, use_template=use_template,

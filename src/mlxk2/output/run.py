@@ -71,6 +71,11 @@ class ReplyPrinter:
         self._close_reasoning()
         self._write(text)
 
+    @property
+    def wrote(self) -> bool:
+        """Whether any text (reply, reasoning or its frame) has been written."""
+        return self._wrote
+
     def finish(self) -> None:
         """End the reply with a newline and flush anything buffered."""
         self._close_reasoning()
@@ -126,11 +131,14 @@ def clamp_warning(requested: int, allowed: int, context: int | None) -> str:
     )
 
 
-def echoing_input(prompt: str) -> str:
-    """``input`` for piped stdin: show each line after the prompt, as a terminal would."""
-    line = input(prompt)
-    sys.stdout.write(line + "\n")
-    return line
+def stderr_input(prompt: str) -> str:
+    """``input`` showing its prompt on stderr, for a terminal user whose stdout is redirected."""
+    sys.stderr.write(prompt)
+    sys.stderr.flush()
+    line = sys.stdin.readline()
+    if not line:
+        raise EOFError
+    return line.rstrip("\n")
 
 
 def chat_loop(
@@ -141,11 +149,15 @@ def chat_loop(
     verbose: bool = False,
     show_reasoning: bool = True,
     read_line: Callable[[str], str] = input,
+    prompt: str = CHAT_PROMPT,
+    prompt_stream: TextIO | None = None,
 ) -> int:
     """Interactive chat until ``/exit`` or end of input.
 
     Ctrl-C while a reply streams stops that reply and returns to the prompt;
-    Ctrl-C at the prompt clears the line.
+    Ctrl-C at the prompt clears the line. Stdout gets each reply and a newline,
+    one per turn, so with an empty ``prompt`` (input from a pipe: no greeting,
+    no prompts) it holds nothing else.
 
     Args:
         session: The conversation; its replies are generated here.
@@ -154,17 +166,23 @@ def chat_loop(
         verbose: Print token statistics after each reply.
         show_reasoning: Show reasoning text framed, or hide it.
         read_line: Reads one line after showing a prompt (``input`` by default).
+        prompt: Shown before each line; empty for piped input, which also drops
+            the greeting.
+        prompt_stream: Where ``read_line`` shows the prompt (default: stdout), for
+            the line break after Ctrl-C or Ctrl-D.
     """
-    out.warn(f"Chatting with {model_name}. {CHAT_HELP}")
+    decor = prompt_stream or out.stdout
+    if prompt:
+        out.warn(f"Chatting with {model_name}. {CHAT_HELP}")
     while True:
         try:
-            line = read_line(CHAT_PROMPT)
-        except EOFError:
-            out.stdout.write("\n")
-            out.stdout.flush()
-            return 0
-        except KeyboardInterrupt:
-            out.stdout.write("\n")
+            line = read_line(prompt)
+        except (EOFError, KeyboardInterrupt) as exc:
+            if prompt:
+                decor.write("\n")
+                decor.flush()
+            if isinstance(exc, EOFError):
+                return 0
             continue
         text = line.strip()
         if not text:
@@ -200,5 +218,9 @@ def _chat_turn(session: ChatSession, out: Output, text: str, *, verbose: bool,
         printer.finish()
         out.warn("(reply stopped)")
         return
+    finally:
+        if not printer.wrote:  # an empty reply still takes its line
+            out.stdout.write("\n")
+            out.stdout.flush()
     if verbose and done is not None:
         out.warn(stats_line(done))
