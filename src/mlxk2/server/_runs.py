@@ -43,7 +43,7 @@ class Run:
         self.first_event: float | None = None
         worker = state.provider.worker
         self.ticket = worker.submit(entry.batch, gen, self.mailbox)
-        self._closed = False
+        self.closed = False
 
     async def __aiter__(self) -> AsyncIterator[Event]:
         """Events in order; text that piled up while the client was slow comes merged."""
@@ -77,9 +77,9 @@ class Run:
 
     def close(self) -> None:
         """Free the batch slot, the admission slot and the model lease (idempotent)."""
-        if self._closed:
+        if self.closed:
             return
-        self._closed = True
+        self.closed = True
         self.state.provider.worker.cancel(self.ticket)
         self.state.admission.leave()
         self.state.provider.release(self.entry)
@@ -188,7 +188,15 @@ def _sse(payload: dict[str, Any] | str) -> str:
 
 
 class EventStream(StreamingResponse):
-    """An SSE response that always closes its generator, so a disconnect frees the slot."""
+    """An SSE response that always ends its run, so a disconnect frees the slot.
+
+    Closing the generator runs its cleanup when it has started; a client that
+    leaves before the first byte never starts it, so the run is closed here too.
+    """
+
+    def __init__(self, run: Run, content: AsyncIterator[str]) -> None:
+        super().__init__(content, media_type="text/event-stream", headers=SSE_HEADERS)
+        self.run = run
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
@@ -197,6 +205,9 @@ class EventStream(StreamingResponse):
             log.info("client disconnected mid-stream")
         finally:
             await self.body_iterator.aclose()  # type: ignore[attr-defined]
+            if not self.run.closed:
+                self.run.state.metrics.disconnects.inc()
+                self.run.close()
 
 
 async def _stream_events(run: Run, head: Callable[[], dict[str, Any]],

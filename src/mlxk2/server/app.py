@@ -19,7 +19,6 @@ from mlxk2 import __version__
 from mlxk2.errors import MlxkError
 from mlxk2.server._requests import parse_body, read_json
 from mlxk2.server._runs import (
-    SSE_HEADERS,
     ClientGoneError,
     EventStream,
     chat_stream,
@@ -246,10 +245,8 @@ def _add_routes(app: FastAPI) -> None:
         created = int(time.time())
         name = run.entry.name
         if req.stream:
-            return EventStream(
-                chat_stream(run, ident, created, name, req.include_usage()),
-                media_type="text/event-stream", headers=SSE_HEADERS,
-            )
+            return EventStream(run, chat_stream(run, ident, created, name,
+                                                req.include_usage()))
         content, reasoning, done = await collect(run, request)
         message: dict[str, Any] = {"role": "assistant", "content": content}
         if reasoning:
@@ -288,10 +285,8 @@ def _add_routes(app: FastAPI) -> None:
         created = int(time.time())
         name = run.entry.name
         if req.stream:
-            return EventStream(
-                text_stream(run, ident, created, name, req.include_usage()),
-                media_type="text/event-stream", headers=SSE_HEADERS,
-            )
+            return EventStream(run, text_stream(run, ident, created, name,
+                                                req.include_usage()))
         content, _, done = await collect(run, request)
         return JSONResponse({
             "id": ident, "object": "text_completion", "created": created, "model": name,
