@@ -150,16 +150,3 @@ def test_serve_command_module_imports_no_server_stack(demo_cache):
                             capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "[]", result.stderr
 
-
-def test_busy_port_fails_with_a_network_error(demo_cache):
-    import socket
-
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        port = holder.getsockname()[1]
-        result = run_subprocess("serve", "--port", str(port), "--json",
-                                env=cli_env(demo_cache.hf_home), timeout=60)
-    assert result.code == 2
-    assert result.json["error"]["type"] == "NetworkError"
-    assert str(port) in result.json["error"]["message"]

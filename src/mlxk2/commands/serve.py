@@ -28,25 +28,6 @@ def _port(text: str) -> int:
     return value
 
 
-def _check_port_free(host: str, port: int) -> None:
-    """Fail with the CLI's error before loading anything if the port is taken.
-
-    Raises:
-        NetworkError: Nothing can listen on ``host:port``.
-    """
-    import socket
-
-    from mlxk2.errors import NetworkError
-
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            raise NetworkError(f"Cannot listen on {host}:{port}: {exc.strerror}") from exc
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="Model to preload and use when a request names none")
     parser.add_argument("--host", default="127.0.0.1",
@@ -91,7 +72,6 @@ def handle(args: argparse.Namespace, out: Output) -> int:
         log_json=args.log_json,
     )
     configure_logging(config.log_level, config.log_json)
-    _check_port_free(config.host, config.port)
     worker = Worker()
     worker.start()
     provider = ModelProvider(

@@ -163,23 +163,33 @@ class ModelProvider:
 
         The caller must :meth:`release` the entry when its request ends.
         """
-        known = self._aliases.get(spec)
-        entry = self._loaded.get(known) if known is not None else None
-        if entry is None:
-            target = await asyncio.to_thread(self.runnable, spec)
-            entry = self._loaded.get(target.path)
-        if entry is None:
-            pending = self._loading.get(target.path)
-            if pending is None:
-                pending = asyncio.ensure_future(self._load_entry(target))
-                self._loading[target.path] = pending
-                pending.add_done_callback(lambda _: self._loading.pop(target.path, None))
-            entry = await asyncio.shield(pending)
+        while True:
+            entry = await self._find_or_load(spec)
+            # A model loaded for us could be unloaded (keep-alive 0, LRU) before we
+            # resumed; counting ourselves in only once it is still there is race-free.
+            if self._loaded.get(entry.path) is entry:
+                break
         entry.active += 1
         entry.last_used = time.monotonic()
         self._loaded.move_to_end(entry.path)
         self._aliases[spec] = entry.path
         return entry
+
+    async def _find_or_load(self, spec: str) -> LoadedEntry:
+        known = self._aliases.get(spec)
+        entry = self._loaded.get(known) if known is not None else None
+        if entry is not None:
+            return entry
+        target = await asyncio.to_thread(self.runnable, spec)
+        entry = self._loaded.get(target.path)
+        if entry is not None:
+            return entry
+        pending = self._loading.get(target.path)
+        if pending is None:
+            pending = asyncio.ensure_future(self._load_entry(target))
+            self._loading[target.path] = pending
+            pending.add_done_callback(lambda _: self._loading.pop(target.path, None))
+        return await asyncio.shield(pending)
 
     def release(self, entry: LoadedEntry) -> None:
         entry.active -= 1
