@@ -138,3 +138,27 @@ def test_unknown_damaged_and_embedding_models_are_refused(worker, demo_cache, tm
         (embedder / name).write_bytes(content)
     with pytest.raises(ModelIncompatibleError):
         provider.runnable(str(embedder))
+
+
+def test_acquire_returns_a_loaded_model_while_keep_alive_zero_reaps(worker, demo_cache):
+    provider = _provider(worker, demo_cache.root, keep_alive=0.0)
+
+    async def scenario() -> tuple[bool, int]:
+        stop = asyncio.Event()
+
+        async def reap() -> None:  # as often as the app's reaper does for keep-alive 0
+            while not stop.is_set():
+                await provider.reap_idle()
+                await asyncio.sleep(0.05)
+
+        reaper = asyncio.create_task(reap())
+        entry = await provider.acquire(CHAT)
+        stop.set()
+        await reaper
+        still_loaded = CHAT in provider.loaded_names()
+        provider.release(entry)
+        return still_loaded, entry.active
+
+    still_loaded, active = asyncio.run(scenario())
+    assert still_loaded
+    assert active == 0

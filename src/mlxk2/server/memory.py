@@ -54,13 +54,12 @@ def trim_heap() -> None:
     weights land on the heap, where freeing them does not shrink the RSS until
     ``malloc_trim`` runs. Elsewhere this does nothing.
     """
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if platform.system() != "Linux" or name is None:
+    if platform.system() != "Linux":
         return
+    import ctypes
+
     try:
-        ctypes.CDLL(name).malloc_trim(0)
+        trim = ctypes.CDLL(None).malloc_trim  # libc is already in the process
     except (OSError, AttributeError):
         return
+    trim(0)
