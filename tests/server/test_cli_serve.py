@@ -150,3 +150,25 @@ def test_serve_command_module_imports_no_server_stack(demo_cache):
                             capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "[]", result.stderr
 
+
+
+def test_signal_during_model_load_stops_with_exit_zero(demo_cache, mid_workspace):
+    # SIGINT ignored by the parent, as for background jobs: the server must still stop.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlxk2", "serve", "--model", str(mid_workspace),
+         "--port", str(free_port())],
+        env=cli_env(demo_cache.hf_home), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    try:
+        assert proc.stderr is not None
+        assert proc.stderr.readline().startswith("Loading ")
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 0, stderr
+    assert "Server stopped." in stdout
+    assert "mlxk2 server on" not in stderr

@@ -28,6 +28,21 @@ def _port(text: str) -> int:
     return value
 
 
+def _stop_on_signals() -> None:
+    """Let SIGINT and SIGTERM stop start-up (uvicorn takes both over once it runs).
+
+    A parent may have started us with SIGINT ignored (background jobs, test
+    runners); the server must still stop when told to.
+    """
+    import signal
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="Model to preload and use when a request names none")
     parser.add_argument("--host", default="127.0.0.1",
@@ -80,11 +95,17 @@ def handle(args: argparse.Namespace, out: Output) -> int:
         keep_alive=config.keep_alive,
         max_batch=config.max_concurrency,
     )
+    data = {"host": config.host, "port": config.port, "model": config.model,
+            "stopped": True}
+    _stop_on_signals()
     try:
         if config.model:
             out.warn(f"Loading {config.model} ...")
             provider.preload(config.model)
         sock = bind_socket(config.host, config.port)  # a busy port fails here, as an envelope
+    except KeyboardInterrupt:
+        worker.stop(timeout=1)
+        return out.success("server", data, render=lambda d, o: "Server stopped.")
     except BaseException:
         worker.stop()
         raise
@@ -94,6 +115,4 @@ def handle(args: argparse.Namespace, out: Output) -> int:
     out.warn(f"mlxk2 server on {url} ({scope}); OpenAI base URL {url}/v1")
     app = create_app(config, provider)
     run_app(app, config, sock)
-    data = {"host": config.host, "port": config.port, "model": config.model,
-            "stopped": True}
     return out.success("server", data, render=lambda d, o: "Server stopped.")
