@@ -131,13 +131,28 @@ def test_unknown_damaged_and_embedding_models_are_refused(worker, demo_cache, tm
     (damaged / "config.json").write_text('{"model_type": "llama"}')
     (damaged / "model.safetensors").write_bytes(b"\0" * 16)
     with pytest.raises(ModelUnhealthyError):
-        provider.runnable(str(damaged))
+        provider.runnable(str(damaged), operator=True)
     embedder = tmp_path / "embedder"
     embedder.mkdir()
     for name, content in bert_embedding_files().items():
         (embedder / name).write_bytes(content)
     with pytest.raises(ModelIncompatibleError):
-        provider.runnable(str(embedder))
+        provider.runnable(str(embedder), operator=True)
+
+
+def test_clients_cannot_load_or_probe_folders_the_operator_did_not_serve(
+        worker, demo_cache, tmp_path):
+    provider = _provider(worker, demo_cache.root)
+    served = tmp_path / "served"
+    for name, content in bert_embedding_files().items():
+        served.mkdir(exist_ok=True)
+        (served / name).write_bytes(content)
+    messages = set()
+    for spec in (str(served), "/etc", "/no/such/folder", "./served"):
+        with pytest.raises(ModelNotFoundError) as info:
+            provider.runnable(spec)
+        messages.add(info.value.message.replace(spec, "<spec>"))
+    assert messages == {"The model '<spec>' does not exist."}
 
 
 def test_acquire_returns_a_loaded_model_while_keep_alive_zero_reaps(worker, demo_cache):

@@ -95,7 +95,7 @@ async def start_run(state: ServerState, req: SamplingFields,
     includes loading and queueing.
     """
     arrived = time.perf_counter()
-    if req.n != 1:
+    if req.n not in (None, 1):
         raise BadRequestError("Only n=1 is supported.", param="n")
     model = req.model or state.config.model
     if not model:

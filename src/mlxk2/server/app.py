@@ -205,11 +205,16 @@ def _add_routes(app: FastAPI) -> None:
 
     @app.get("/v1/models/{model_id:path}")
     async def get_model(model_id: str, request: Request) -> dict[str, Any]:
-        for entry in await asyncio.to_thread(_runnable_models, state_of(request)):
-            if entry["id"] == model_id:
-                return entry
-        from mlxk2.errors import ModelNotFoundError
+        """A model by id, or by any name a completion request accepts (``demo-chat``)."""
+        from mlxk2.errors import MlxkError, ModelNotFoundError
 
+        state = state_of(request)
+        entries = {e["id"]: e for e in await asyncio.to_thread(_runnable_models, state)}
+        if model_id not in entries:
+            with contextlib.suppress(MlxkError):
+                model_id = (await asyncio.to_thread(state.provider.runnable, model_id)).name
+        if model_id in entries:
+            return entries[model_id]
         raise ModelNotFoundError(f"The model '{model_id}' does not exist.")
 
     @app.post("/v1/chat/completions")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlxk2.errors import ModelIncompatibleError, ModelUnhealthyError
+from mlxk2.errors import ModelIncompatibleError, ModelNotFoundError, ModelUnhealthyError
 from mlxk2.server.errors import ModelTooLargeError
 from mlxk2.server.memory import MemoryProbe, available_memory_bytes, weight_bytes
 from mlxk2.server.scheduler import ModelBatch, Worker
@@ -125,11 +125,24 @@ class ModelProvider:
     def loaded_names(self) -> list[str]:
         return [entry.name for entry in self._loaded.values()]
 
-    def runnable(self, spec: str) -> Runnable:
-        """Resolve and check a model without loading it (blocking file I/O)."""
-        from mlxk2.resolve import resolve
+    def runnable(self, spec: str, *, operator: bool = False) -> Runnable:
+        """Resolve and check a model without loading it (blocking file I/O).
 
-        return check_runnable(resolve(spec, root=self.root))
+        Clients may name cache models and the workspaces the operator served
+        (``--model``); any other folder path is "does not exist", so a request
+        can neither load arbitrary folders nor probe which paths exist.
+
+        Raises:
+            ModelNotFoundError: an unknown model, or a path the operator did not serve.
+        """
+        from mlxk2.resolve import is_workspace_spec, resolve
+
+        if not operator and is_workspace_spec(spec) and spec not in self._workspaces:
+            raise ModelNotFoundError(f"The model '{spec}' does not exist.")
+        resolved = resolve(spec, root=self.root)
+        if not operator and not resolved.cached and resolved.name not in self._workspaces:
+            raise ModelNotFoundError(f"The model '{spec}' does not exist.")
+        return check_runnable(resolved)
 
     def list_runnable(self) -> list[tuple[str, float]]:
         """``(name, last_modified)`` of models a request may name, by ``list`` rules
@@ -151,7 +164,7 @@ class ModelProvider:
         Raises:
             MlxkError: Resolution, health, runtime, memory or load failures.
         """
-        target = self.runnable(spec)
+        target = self.runnable(spec, operator=True)
         self._check_memory(target)
         entry = self.worker.call(self._build_entry, target).result()
         self._remember(target, entry)

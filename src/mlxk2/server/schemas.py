@@ -25,9 +25,12 @@ class TextPart(BaseModel):
     text: str | None = None
 
 
+Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
+
+
 class ChatMessage(BaseModel):
     model_config = _STRICT
-    role: str
+    role: Role
     content: str | list[TextPart] | None = None
 
     def text(self) -> str:
@@ -66,10 +69,11 @@ class SamplingFields(BaseModel):
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
     logit_bias: dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]] | None = None
-    seed: int | None = None
+    seed: Annotated[int, Field(ge=0, le=2**64 - 1)] | None = None  # mx.random.seed's range
     stop: StopField = None
-    n: int = 1
-    stream: bool = False
+    # OpenAI treats null as "the default"; some front ends send n/stream as null.
+    n: int | None = 1
+    stream: bool | None = False
     stream_options: StreamOptions | None = None
 
     def stop_strings(self) -> tuple[str, ...]:
