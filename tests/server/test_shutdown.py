@@ -65,3 +65,26 @@ def test_an_impossible_port_is_a_validation_error(demo_cache) -> None:
                             env=cli_env(demo_cache.hf_home), timeout=60)
     assert (result.code, result.json["error"]["type"]) == (1, "ValidationError")
     assert "Traceback" not in result.stderr
+
+
+def test_json_logs_are_one_object_per_line_and_warn_about_open_binds(demo_cache) -> None:
+    import json
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlxk2", "serve", "--host", "0.0.0.0", "--port", str(port),
+         "--log-json"], env=cli_env(demo_cache.hf_home),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if raw_request(f"http://127.0.0.1:{port}", "GET", "/health").status == 200:
+                break
+        except OSError:
+            time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=30)
+    records = [json.loads(line) for line in stderr.splitlines()]
+    messages = [r["message"] for r in records]
+    assert any(m.startswith("mlxk2 server on") for m in messages)
+    assert any("without --api-key" in m for m in messages)

@@ -7,6 +7,7 @@ Binds to 127.0.0.1 unless --host says otherwise. Endpoints: /health,
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 
 from mlxk2.output.sink import Output
@@ -100,7 +101,7 @@ def handle(args: argparse.Namespace, out: Output) -> int:
     _stop_on_signals()
     try:
         if config.model:
-            out.warn(f"Loading {config.model} ...")
+            logging.getLogger("mlxk2.server").info("loading %s ...", config.model)
             provider.preload(config.model)
         sock = bind_socket(config.host, config.port)  # a busy port fails here, as an envelope
     except KeyboardInterrupt:
@@ -110,9 +111,13 @@ def handle(args: argparse.Namespace, out: Output) -> int:
         worker.stop()
         raise
     url = f"http://{config.host}:{config.port}"
-    scope = "loopback only" if config.host in ("127.0.0.1", "localhost", "::1") else \
-        "reachable from the network"
-    out.warn(f"mlxk2 server on {url} ({scope}); OpenAI base URL {url}/v1")
+    loopback = config.host in ("127.0.0.1", "localhost", "::1")
+    scope = "loopback only" if loopback else "reachable from the network"
+    log = logging.getLogger("mlxk2.server")  # one log format, JSON included
+    log.info("mlxk2 server on %s (%s); OpenAI base URL %s/v1", url, scope, url)
+    if not loopback and config.api_key is None:
+        log.warning("listening beyond this machine without --api-key: anyone who can "
+                    "reach %s can use it", url)
     app = create_app(config, provider)
     run_app(app, config, sock)
     return out.success("server", data, render=lambda d, o: "Server stopped.")
