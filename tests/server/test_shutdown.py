@@ -18,6 +18,16 @@ from tests.fixtures.models import CHAT
 from tests.server.conftest import free_port, raw_request
 
 
+def _wait_until_serving(proc: subprocess.Popen[str], port: int) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if raw_request(f"http://127.0.0.1:{port}", "GET", "/health").status == 200:
+                return
+        except OSError:
+            time.sleep(0.05)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_idle_server_stops_cleanly_after_a_signal(demo_cache, sig) -> None:
     env = cli_env(demo_cache.hf_home)
@@ -26,13 +36,7 @@ def test_idle_server_stops_cleanly_after_a_signal(demo_cache, sig) -> None:
         proc = subprocess.Popen(
             [sys.executable, "-m", "mlxk2", "serve", "--model", CHAT, "--port", str(port)],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if raw_request(f"http://127.0.0.1:{port}", "GET", "/health").status == 200:
-                    break
-            except OSError:
-                time.sleep(0.05)
+        _wait_until_serving(proc, port)
         proc.send_signal(sig)
         _, stderr = proc.communicate(timeout=30)
         assert proc.returncode == 0, stderr[-2000:]
@@ -75,13 +79,7 @@ def test_json_logs_are_one_object_per_line_and_warn_about_open_binds(demo_cache)
         [sys.executable, "-m", "mlxk2", "serve", "--host", "0.0.0.0", "--port", str(port),
          "--log-json"], env=cli_env(demo_cache.hf_home),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if raw_request(f"http://127.0.0.1:{port}", "GET", "/health").status == 200:
-                break
-        except OSError:
-            time.sleep(0.05)
+    _wait_until_serving(proc, port)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=30)
     records = [json.loads(line) for line in stderr.splitlines()]

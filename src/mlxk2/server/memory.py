@@ -6,25 +6,19 @@ import platform
 from collections.abc import Callable
 from pathlib import Path
 
+from mlxk2.system import MEMINFO, memory_total_bytes, proc_bytes
+
 #: Returns the bytes currently available for a new model, or None when unknown.
 MemoryProbe = Callable[[], "int | None"]
 
 _WEIGHT_SUFFIXES = (".safetensors", ".npz")
 
 
-def available_memory_bytes(meminfo: Path = Path("/proc/meminfo")) -> int | None:
+def available_memory_bytes(meminfo: Path = MEMINFO) -> int | None:
     """``MemAvailable`` on Linux; all of unified memory on macOS, where MLX can page."""
     if platform.system() == "Darwin":
-        from mlxk2.ops.version import memory_total_bytes
-
         return memory_total_bytes()
-    try:
-        for line in meminfo.read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
+    return proc_bytes(meminfo, "MemAvailable")
 
 
 def weight_bytes(model_dir: Path) -> int:
@@ -38,13 +32,7 @@ def weight_bytes(model_dir: Path) -> int:
 
 def rss_bytes(status: Path = Path("/proc/self/status")) -> int | None:
     """Resident set size of this process (Linux), for ``/health`` and the soak test."""
-    try:
-        for line in status.read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
+    return proc_bytes(status, "VmRSS")
 
 
 def trim_heap() -> None:
