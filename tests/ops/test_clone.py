@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from mlxk2.ops.clone import clone_cache_dir, copy_file
 from tests.fixtures.cli import run_subprocess
-from tests.fixtures.hub import tiny_model_files, unique_repo
+from tests.fixtures.hub import interrupt_at_stall, tiny_model_files, unique_repo
 from tests.fixtures.models import CHAT, DemoCache
 from tests.hub import Hub
 
@@ -85,18 +82,9 @@ def test_interrupted_clone_leaves_no_target_and_resumes(
     hub.seed(repo, files=files)
     stall = hub.add_fault(repo, "model.safetensors", "stall", after_bytes=2000)
     target = tmp_path / "ws"
-    proc = subprocess.Popen([sys.executable, "-m", "mlxk2", "clone", repo, str(target)],
-                            env=hub_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        assert stall.reached.wait(60), "the clone never reached the stalled file"
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=30)
-    finally:
-        stall.release.set()
-        if proc.poll() is None:
-            proc.kill()
+    code, _ = interrupt_at_stall(["clone", repo, str(target)], hub_env, stall)
 
-    assert proc.returncode == 130
+    assert code == 130
     assert not target.exists()
     assert clone_cache_dir(target).is_dir()
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +17,7 @@ from mlxk2.ops._hub import translate
 from tests.fixtures.cli import run_subprocess
 from tests.fixtures.hub import (
     closed_port_url,
+    interrupt_at_stall,
     read_only_dir,
     safetensors_bytes,
     tiny_model_files,
@@ -210,18 +209,9 @@ def test_ctrl_c_leaves_an_unhealthy_model_that_the_next_pull_completes(
     repo = unique_repo("org")
     hub.seed(repo, files=tiny_model_files(values=4104))
     stall = hub.add_fault(repo, "model.safetensors", "stall", after_bytes=3000)
-    proc = subprocess.Popen([sys.executable, "-m", "mlxk2", "pull", repo], env=hub_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert stall.reached.wait(60), "the download never reached the stalled file"
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=30)
-    finally:
-        stall.release.set()
-        if proc.poll() is None:
-            proc.kill()
+    code, stderr = interrupt_at_stall(["pull", repo], hub_env, stall)
 
-    assert proc.returncode == 130
+    assert code == 130
     assert "interrupted" in stderr.lower()
     unhealthy = health(hub_env, repo)["unhealthy"]
     assert [entry["name"] for entry in unhealthy] == [repo]

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 from tests.fixtures.cli import run_subprocess
 from tests.fixtures.hub import (
     closed_port_url,
+    interrupt_at_stall,
     safetensors_bytes,
     tiny_model_files,
     unique_repo,
@@ -170,19 +168,9 @@ def test_ctrl_c_during_upload_commits_nothing(
     workspace = write_files(tmp_path / "ws", files)
     env = {**hub_env, "HF_TOKEN": hub_token}
     stall = hub.stall_upload(files["model.safetensors"])
-    proc = subprocess.Popen([sys.executable, "-m", "mlxk2", "push", str(workspace), repo,
-                             "--create"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    try:
-        assert stall.reached.wait(60), "the push never reached the upload"
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=30)
-    finally:
-        stall.release.set()
-        if proc.poll() is None:
-            proc.kill()
+    code, _ = interrupt_at_stall(["push", str(workspace), repo, "--create"], env, stall)
 
-    assert proc.returncode == 130
+    assert code == 130
     assert sorted(hub.files(repo)) == [".gitattributes"]
 
     result = run_subprocess("push", str(workspace), repo, "--json", env=env)
