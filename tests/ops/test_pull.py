@@ -91,6 +91,7 @@ def test_unhealthy_cached_model_is_repaired_not_reported_as_existing(
     assert data["download_status"] == "success"
     assert "Repaired" in data["message"]
     assert "config.json" in data["message"] and "model.safetensors" in data["message"]
+    assert data["repaired_files"] == ["config.json", "model.safetensors"]
     assert health(hub_env, repo)["summary"]["healthy_count"] == 1
     assert (snapshot / "model.safetensors").read_bytes() == tiny_model_files()[
         "model.safetensors"]

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pexpect
 import pytest
 
 from mlxk2.engine.generate import Finished, TextChunk
@@ -259,7 +260,6 @@ def test_cli_runs_a_workspace_model_built_by_demo(env, tmp_path: Path):
 
 
 def test_interactive_chat_through_a_pty(env):
-    pexpect = pytest.importorskip("pexpect")
     child = pexpect.spawn(
         sys.executable, ["-m", "mlxk2", "run", "demo-chat", "--max-tokens", "1500", "--verbose"],
         env=env, encoding="utf-8", timeout=60,
@@ -314,7 +314,6 @@ def test_cli_chat_from_a_pipe_writes_only_the_replies_one_per_turn(env):
 
 
 def test_terminal_chat_with_redirected_stdout_prompts_on_stderr(env, tmp_path: Path):
-    pexpect = pytest.importorskip("pexpect")
     replies = tmp_path / "replies.txt"
     command = f"{sys.executable} -m mlxk2 run demo-chat --max-tokens 3 > {replies}"
     child = pexpect.spawn("/bin/sh", ["-c", command], env=env, encoding="utf-8", timeout=60)

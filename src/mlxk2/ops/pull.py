@@ -32,8 +32,13 @@ class PullResult:
 
     def to_dict(self) -> dict[str, Any]:
         """The spec's pull data (no filesystem paths)."""
-        return {"model": self.model, "download_status": self.download_status,
-                "message": self.message, "expanded_name": self.model}
+        data: dict[str, Any] = {
+            "model": self.model, "download_status": self.download_status,
+            "message": self.message, "expanded_name": self.model,
+        }
+        if self.repaired:
+            data["repaired_files"] = list(self.repaired)
+        return data
 
 
 def failure_data(model: str | None, status: str) -> dict[str, Any]:

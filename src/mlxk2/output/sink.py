@@ -22,7 +22,6 @@ class Output:
         self.stdout = stdout or sys.stdout
         self.stderr = stderr or sys.stderr
         self.color = (not json_mode) and color_enabled(self.stdout)
-        self.err_color = color_enabled(self.stderr)
 
     def success(self, command: str, data: dict[str, Any] | None,
                 render: Renderer | None = None) -> int:

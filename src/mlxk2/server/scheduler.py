@@ -60,7 +60,6 @@ class Finished:
     finish_reason: str
     prompt_tokens: int
     completion_tokens: int
-    first_token_seconds: float | None
     decode_seconds: float
 
 
@@ -111,7 +110,6 @@ class RequestText:
             if request.split_reasoning else None
         )
         self.generated = 0
-        self.started = time.perf_counter()
         self.first_token_at: float | None = None
 
     def push(self, token: int, engine_finish: str | None) -> tuple[Delta | None, str | None]:
@@ -161,7 +159,6 @@ class RequestText:
             finish_reason=reason,
             prompt_tokens=self.prompt_len,
             completion_tokens=self.generated,
-            first_token_seconds=None if first is None else first - self.started,
             decode_seconds=0.0 if first is None else now - first,
         )
 
