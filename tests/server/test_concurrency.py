@@ -26,11 +26,12 @@ PROMPTS = [
 
 
 def _stream_chat(live: LiveServer, prompt: str, max_tokens: int, stop: list[str] | None,
-                 delay: float = 0.0) -> dict[str, Any]:
+                 bias: dict[str, int] | None = None, delay: float = 0.0) -> dict[str, Any]:
     time.sleep(delay)
     stream = live.client().chat.completions.create(
         model=CHAT, messages=[{"role": "user", "content": prompt}], max_tokens=max_tokens,
         temperature=0, seed=11, stop=stop, stream=True, stream_options={"include_usage": True},
+        logit_bias=bias,
     )
     text, finish, usage = [], None, None
     for chunk in stream:
@@ -42,19 +43,24 @@ def _stream_chat(live: LiveServer, prompt: str, max_tokens: int, stop: list[str]
     return {"text": "".join(text), "finish": finish, "usage": usage}
 
 
-def test_eight_parallel_streams_equal_their_solo_runs(live):
+def test_eight_parallel_streams_equal_their_solo_runs(live, chat_tokenizer):
     rng = random.Random(5)
-    jobs = [(p, 16 + 4 * i, [" the"] if i % 3 == 0 else None) for i, p in enumerate(PROMPTS)]
+    # Some requests share a logit bias (one sampler for their rows), one has its own.
+    eos = str(chat_tokenizer.convert_tokens_to_ids("<|im_end|>"))
+    biases = {1: {eos: -100}, 5: {eos: -100}, 6: {"40": 8}}
+    jobs = [(p, 16 + 4 * i, [" the"] if i % 3 == 0 else None, biases.get(i))
+            for i, p in enumerate(PROMPTS)]
     solo = [_stream_chat(live, *job) for job in jobs]
     results: list[dict[str, Any] | None] = [None] * len(jobs)
     errors: list[BaseException] = []
 
     def worker(index: int) -> None:
         try:
-            results[index] = _stream_chat(live, *jobs[index], delay=rng.random() * 0.2)
+            results[index] = _stream_chat(live, *jobs[index], delay=delays[index])
         except BaseException as exc:
             errors.append(exc)
 
+    delays = [rng.random() * 0.2 for _ in jobs]
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(jobs))]
     for thread in threads:
         thread.start()
@@ -62,7 +68,8 @@ def test_eight_parallel_streams_equal_their_solo_runs(live):
         thread.join(120)
     assert not errors
     assert results == solo
-    for result, (_, max_tokens, _) in zip(results, jobs, strict=True):
+    assert chat_tokenizer.decode([40]) * 4 in solo[6]["text"]  # pushed up by its bias
+    for result, (_, max_tokens, _, _) in zip(results, jobs, strict=True):
         assert result is not None and result["finish"] in ("stop", "length")
         if result["finish"] == "length":
             assert result["usage"][1] == max_tokens

@@ -76,18 +76,51 @@ class SamplingParams:
 
 
 def make_sampler(p: SamplingParams) -> Callable[[Any], Any]:
-    """mlx-lm's sampler for ``p`` (the greedy argmax when the temperature is 0)."""
+    """mlx-lm's sampler for ``p`` (the greedy argmax when the temperature is 0).
+
+    ``logit_bias`` is applied here rather than as a logits processor: mlx-lm runs
+    processors one batch row at a time, while a sampler shared by several rows
+    of a batch runs once for all of them.
+    """
     from mlx_lm.sample_utils import make_sampler as mlx_make_sampler
 
-    return mlx_make_sampler(temp=p.temperature, top_p=p.top_p, min_p=p.min_p, top_k=p.top_k)
+    sampler = mlx_make_sampler(temp=p.temperature, top_p=p.top_p, min_p=p.min_p, top_k=p.top_k)
+    if not p.logit_bias:
+        return sampler
+    return _biased(sampler, p.logit_bias, renormalize=p.temperature > 0)
+
+
+def _biased(sampler: Callable[[Any], Any], bias: dict[int, float],
+            renormalize: bool) -> Callable[[Any], Any]:
+    """``sampler`` on log-probabilities shifted by ``bias``.
+
+    Adding a bias to a row's logits or to its log-probabilities differs only by
+    that row's constant. The shifted values are renormalised for a non-greedy
+    sampler, whose filters (top-p, min-p) take them as log-probabilities; the
+    argmax needs no renormalising.
+    """
+    import mlx.core as mx
+
+    indices = mx.array(list(bias.keys()))
+    values = mx.array(list(bias.values()))
+
+    def sample(logprobs: Any) -> Any:
+        shifted = logprobs.at[:, indices].add(values)
+        if renormalize:
+            shifted = shifted - mx.logsumexp(shifted, axis=-1, keepdims=True)
+        return sampler(shifted)
+
+    return sample
 
 
 def make_logits_processors(p: SamplingParams) -> list[Callable[[Any, Any], Any]]:
-    """mlx-lm's logits processors for the penalties and bias in ``p`` (often none)."""
+    """mlx-lm's logits processors for the penalties in ``p`` (often none).
+
+    The bias is not among them: :func:`make_sampler` applies it.
+    """
     from mlx_lm.sample_utils import make_logits_processors as mlx_make_processors
 
     return mlx_make_processors(
-        logit_bias=p.logit_bias,
         repetition_penalty=p.repetition_penalty,
         presence_penalty=p.presence_penalty,
         frequency_penalty=p.frequency_penalty,

@@ -188,7 +188,7 @@ class ModelBatch:
         self._live: dict[int, _Live] = {}
         # Requests with equal settings share one sampler object, which lets the
         # generator sample the whole batch in one call instead of row by row.
-        self._samplers: dict[tuple[float, float, float, int], Any] = {}
+        self._samplers: dict[tuple[Any, ...], Any] = {}
 
     @property
     def busy(self) -> bool:
@@ -196,7 +196,7 @@ class ModelBatch:
 
     def add(self, request: GenerationRequest, sink: Sink) -> int:
         """Queue a request into the running batch; it joins at the next step."""
-        from mlxk2.engine.sampling import make_logits_processors, make_sampler
+        from mlxk2.engine.sampling import make_logits_processors
 
         live = _Live(RequestText(request, self.loaded), sink)
         if request.sampling.seed is not None:
@@ -204,19 +204,26 @@ class ModelBatch:
 
             # MLX has one random state; a seed makes a request reproducible when run alone.
             mx.random.seed(request.sampling.seed)
-        p = request.sampling
-        key = (p.temperature, p.top_p, p.min_p, p.top_k)
-        sampler = self._samplers.get(key)
-        if sampler is None:
-            sampler = self._samplers[key] = make_sampler(p)
         (uid,) = self._generator.insert(
             [request.prompt_tokens],
             max_tokens=[request.max_tokens],
-            samplers=[sampler],
+            samplers=[self._sampler_for(request.sampling)],
             logits_processors=[make_logits_processors(request.sampling)],
         )
         self._live[uid] = live
         return uid
+
+    def _sampler_for(self, p: SamplingParams) -> Any:
+        from mlxk2.engine.sampling import make_sampler
+
+        if not self._live:
+            self._samplers.clear()  # only running requests' samplers are worth keeping
+        key = (p.temperature, p.top_p, p.min_p, p.top_k,
+               tuple(sorted((p.logit_bias or {}).items())))
+        sampler = self._samplers.get(key)
+        if sampler is None:
+            sampler = self._samplers[key] = make_sampler(p)
+        return sampler
 
     def cancel(self, uid: int) -> None:
         """Drop a request, e.g. after a disconnect; its slot is free at the next step."""
