@@ -85,7 +85,8 @@ def make_server(demo_cache: DemoCache) -> Iterator[Callable[..., LiveServer]]:
         worker.start()
         provider = ModelProvider(worker, max_loaded=config.max_loaded_models,
                                  keep_alive=config.keep_alive,
-                                 max_batch=config.max_concurrency, root=demo_cache.root,
+                                 max_batch=config.max_concurrency,
+                                 prompt_cache=config.prompt_cache, root=demo_cache.root,
                                  loader=loader, memory_probe=memory_probe)
         if preload:
             provider.preload(preload)

@@ -64,6 +64,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Requests decoded together in one batch (default: 8)")
     parser.add_argument("--max-queue", type=int, default=64,
                         help="Requests that may wait for a slot before 503 (default: 64)")
+    parser.add_argument("--prompt-cache", type=int, default=16, metavar="N",
+                        help="Keep the KV cache of the last N requests per model, so a prompt "
+                             "that begins like one of them (the next turn of a chat) skips "
+                             "that part of prefill; 0 turns it off (default: 16)")
     parser.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error", "critical"])
     parser.add_argument("--log-json", action="store_true", help="Log one JSON object per line")
@@ -84,6 +88,7 @@ def handle(args: argparse.Namespace, out: Output) -> int:
         max_loaded_models=args.max_loaded_models,
         max_concurrency=args.max_concurrency,
         max_queue=max(0, args.max_queue),
+        prompt_cache=max(0, args.prompt_cache),
         log_level=args.log_level,
         log_json=args.log_json,
     )
@@ -95,6 +100,7 @@ def handle(args: argparse.Namespace, out: Output) -> int:
         max_loaded=config.max_loaded_models,
         keep_alive=config.keep_alive,
         max_batch=config.max_concurrency,
+        prompt_cache=config.prompt_cache,
     )
     data = {"host": config.host, "port": config.port, "model": config.model,
             "stopped": True}

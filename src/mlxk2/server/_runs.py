@@ -71,6 +71,7 @@ class Run:
     def _record(self, done: Finished) -> None:
         metrics = self.state.metrics
         metrics.prompt_tokens.inc(done.prompt_tokens)
+        metrics.cached_prompt_tokens.inc(done.cached_tokens)
         metrics.generated_tokens.inc(done.completion_tokens)
         if done.decode_seconds > 0 and done.completion_tokens > 1:
             metrics.tokens_per_second.observe((done.completion_tokens - 1) / done.decode_seconds)
@@ -174,11 +175,13 @@ async def collect(run: Run, request: Request) -> tuple[str, str, Finished]:
     raise ClientGoneError
 
 
-def usage(done: Finished) -> dict[str, int]:
+def usage(done: Finished) -> dict[str, Any]:
+    """OpenAI's usage block; ``cached_tokens`` counts prompt tokens reused from the prompt cache."""
     return {
         "prompt_tokens": done.prompt_tokens,
         "completion_tokens": done.completion_tokens,
         "total_tokens": done.prompt_tokens + done.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": done.cached_tokens},
     }
 
 

@@ -44,6 +44,8 @@ class ServerConfig:
         max_loaded_models: Models kept in memory at once, least recently used evicted.
         max_concurrency: Sequences decoded together in one batch.
         max_queue: Requests allowed to wait for a batch slot before 503.
+        prompt_cache: Finished requests per model whose KV cache is kept for
+            later prompts that begin the same way; 0 turns the cache off.
         max_body_bytes: Largest accepted request body (413 beyond).
         log_level: Python logging level name.
         log_json: One JSON object per log line.
@@ -59,6 +61,7 @@ class ServerConfig:
     max_loaded_models: int = 1
     max_concurrency: int = 8
     max_queue: int = 64
+    prompt_cache: int = 16
     max_body_bytes: int = 4 * 1024 * 1024
     log_level: str = "info"
     log_json: bool = False

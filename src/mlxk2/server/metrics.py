@@ -29,6 +29,10 @@ class Metrics:
         self.prompt_tokens = Counter(
             "mlxk2_prompt_tokens", "Prompt tokens processed.", registry=self.registry,
         )
+        self.cached_prompt_tokens = Counter(
+            "mlxk2_prompt_tokens_cached", "Prompt tokens taken from the prompt cache "
+            "instead of being prefilled.", registry=self.registry,
+        )
         self.generated_tokens = Counter(
             "mlxk2_generated_tokens", "Completion tokens generated.", registry=self.registry,
         )

@@ -89,6 +89,7 @@ class ModelProvider:
         max_loaded: Models kept loaded at once.
         keep_alive: Idle seconds before unloading; None never unloads.
         max_batch: Sequences one model decodes together.
+        prompt_cache: Finished requests' KV caches kept per model (0: none).
         root: Hub cache to resolve and list models in (default: huggingface_hub's).
         loader: Folder to loaded model (defaults to :func:`mlxk2.engine.load.load_model`).
         memory_probe: Bytes available for a new model, or None when unknown.
@@ -101,6 +102,7 @@ class ModelProvider:
         max_loaded: int = 1,
         keep_alive: float | None = 300.0,
         max_batch: int = 8,
+        prompt_cache: int = 16,
         root: Path | None = None,
         loader: Loader | None = None,
         memory_probe: MemoryProbe | None = None,
@@ -109,6 +111,7 @@ class ModelProvider:
         self.max_loaded = max(1, max_loaded)
         self.keep_alive = keep_alive
         self.max_batch = max_batch
+        self.prompt_cache = prompt_cache
         self.root = root
         self._load = loader or _default_loader
         self._memory = memory_probe or available_memory_bytes
@@ -221,8 +224,8 @@ class ModelProvider:
         """Runs on the MLX thread."""
         loaded = self._load(target.path)
         log.info("loaded %s in %.2fs", target.name, getattr(loaded, "load_s", 0.0))
-        return LoadedEntry(target.name, target.path, ModelBatch(loaded, self.max_batch),
-                           target.weight_bytes)
+        batch = ModelBatch(loaded, self.max_batch, self.prompt_cache)
+        return LoadedEntry(target.name, target.path, batch, target.weight_bytes)
 
     def _remember(self, target: Runnable, entry: LoadedEntry) -> None:
         self._loaded[target.path] = entry

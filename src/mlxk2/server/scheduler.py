@@ -61,6 +61,7 @@ class Finished:
     prompt_tokens: int
     completion_tokens: int
     decode_seconds: float
+    cached_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -97,11 +98,13 @@ class RequestText:
     It also keeps the exact token count and timings. Used on the worker thread.
     """
 
-    def __init__(self, request: GenerationRequest, loaded: LoadedModel) -> None:
+    def __init__(self, request: GenerationRequest, loaded: LoadedModel,
+                 cached_tokens: int = 0) -> None:
         from mlxk2.engine.reasoning import ReasoningParser
         from mlxk2.engine.stops import StopMatcher
 
         self.prompt_len = len(request.prompt_tokens)
+        self.cached_tokens = cached_tokens
         self.hidden = loaded.hidden_tokens
         self.detokenizer = loaded.tokenizer.detokenizer
         self.stops = StopMatcher(list(request.stops))
@@ -160,6 +163,7 @@ class RequestText:
             prompt_tokens=self.prompt_len,
             completion_tokens=self.generated,
             decode_seconds=0.0 if first is None else now - first,
+            cached_tokens=self.cached_tokens,
         )
 
 
@@ -174,10 +178,13 @@ class _Live:
 class ModelBatch:
     """One model's running batch. Only the worker thread touches it."""
 
-    def __init__(self, loaded: LoadedModel, max_batch: int) -> None:
+    def __init__(self, loaded: LoadedModel, max_batch: int, prompt_cache: int = 16) -> None:
         from mlx_lm.generate import BatchGenerator
 
+        from mlxk2.server.prompt_cache import PromptCache
+
         self.loaded = loaded
+        self.prompt_cache = PromptCache(prompt_cache)
         stop_tokens = [[t] for t in sorted(loaded.stop_token_ids)]
         self._generator = BatchGenerator(
             loaded.model,
@@ -198,14 +205,18 @@ class ModelBatch:
         """Queue a request into the running batch; it joins at the next step."""
         from mlxk2.engine.sampling import make_logits_processors
 
-        live = _Live(RequestText(request, self.loaded), sink)
+        prompt = request.prompt_tokens
+        cache, cached = self.prompt_cache.lookup(prompt)
+        live = _Live(RequestText(request, self.loaded, cached), sink)
         if request.sampling.seed is not None:
             import mlx.core as mx
 
             # MLX has one random state; a seed makes a request reproducible when run alone.
             mx.random.seed(request.sampling.seed)
         (uid,) = self._generator.insert(
-            [request.prompt_tokens],
+            [prompt[cached:]],
+            caches=[cache],
+            all_tokens=[prompt[:cached]],
             max_tokens=[request.max_tokens],
             samplers=[self._sampler_for(request.sampling)],
             logits_processors=[make_logits_processors(request.sampling)],
@@ -241,13 +252,18 @@ class ModelBatch:
         _, responses = self._generator.next()
         for response in responses:
             live = self._live.get(response.uid)
-            if live is not None:
-                self._deliver(response.uid, live, response.token, response.finish_reason)
+            if live is None:
+                continue
+            if response.finish_reason is not None:
+                self.prompt_cache.store(response.all_tokens, response.prompt_cache)
+            self._deliver(response.uid, live, response.token, response.finish_reason)
 
     def _deliver(self, uid: int, live: _Live, token: int, engine_finish: str | None) -> None:
         delta, reason = live.text.push(token, engine_finish)
         if reason is not None and engine_finish is None:
-            self._generator.remove([uid])  # a stop string ended it mid-batch
+            # A stop string ended it mid-batch.
+            for cache, tokens in self._generator.remove([uid], return_prompt_caches=True).values():
+                self.prompt_cache.store(tokens, cache)
         if delta is not None:
             live.sink(delta)
         if reason is not None:
@@ -259,6 +275,7 @@ class ModelBatch:
         self.abort_all(RuntimeError("model unloaded"))
         self._generator.close()
         del self._generator
+        del self.prompt_cache
         del self.loaded
 
 
