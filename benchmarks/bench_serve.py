@@ -5,7 +5,8 @@ For each model (a small bf16 llama with 4 layers and hidden size 256, and the
 real processes on 127.0.0.1, then 1, 4 and 8 concurrent streaming clients send
 chat requests. Every request suppresses the end-of-sequence tokens through
 ``logit_bias``, so each one generates exactly ``--tokens`` tokens on both servers,
-and every prompt is distinct, so no prompt cache helps either side.
+and every prompt is distinct, so a prompt cache can reuse only the chat template's
+opening tokens, on either side.
 
 Both servers stay up side by side and rounds alternate between them, so load
 from other processes drifts over both alike. Reported per server and client
