@@ -54,3 +54,21 @@ def test_unbiased_sampling_is_mlx_lm_own_sampler():
     logprobs = _logprobs(mx.array([[0.0, 3.0, 1.0]]))
     assert make_sampler(SamplingParams())(logprobs).tolist() == [1]
     assert type(make_sampler(SamplingParams())) is type(mlx_make_sampler(temp=0.0))
+
+
+@pytest.mark.parametrize("filters", [{}, {"top_p": 0.9, "min_p": 0.02, "top_k": 20}])
+def test_a_seeded_sampler_draws_as_a_global_seed_would_whatever_else_draws(filters):
+    from mlx_lm.sample_utils import make_sampler as mlx_make_sampler
+
+    logprobs = _logprobs(mx.random.normal((3, 50), key=mx.random.key(1)))
+    mx.random.seed(21)
+    plain = mlx_make_sampler(temp=0.8, **filters)
+    expected = [plain(logprobs).tolist() for _ in range(5)]
+
+    seeded = make_sampler(SamplingParams(temperature=0.8, seed=21, **filters))
+    got = []
+    for _ in range(5):
+        got.append(seeded(logprobs).tolist())
+        mx.random.uniform(shape=(4,))  # another request's draw in between
+    assert got == expected
+    assert len({tuple(row) for row in expected}) > 1  # the draws do vary

@@ -75,6 +75,28 @@ def test_eight_parallel_streams_equal_their_solo_runs(live, chat_tokenizer):
             assert result["usage"][1] == max_tokens
 
 
+def test_seeded_sampling_is_reproducible_while_other_requests_sample(live):
+    def ask(prompt: str, seed: int | None) -> str:
+        response = live.client().chat.completions.create(
+            model=CHAT, messages=[{"role": "user", "content": prompt}], max_tokens=24,
+            temperature=1.0, seed=seed)
+        return response.choices[0].message.content
+
+    seeded = [(PROMPTS[i], 100 + i) for i in range(3)]
+    solo = [ask(*job) for job in seeded]
+    results: dict[int, str] = {}
+    jobs = [(i, *job) for i, job in enumerate(seeded)]
+    jobs += [(10 + i, PROMPTS[3 + i], None) for i in range(4)]  # unseeded draws in between
+    threads = [threading.Thread(target=lambda j=j: results.__setitem__(j[0], ask(*j[1:])))
+               for j in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert [results.get(i) for i in range(3)] == solo
+    assert len(set(solo)) == 3
+
+
 @pytest.fixture(scope="module")
 def one_slot(make_server) -> LiveServer:
     """A server that decodes one request at a time and queues none."""

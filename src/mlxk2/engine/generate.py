@@ -99,7 +99,8 @@ def generate(
     Args:
         loaded: The model from :func:`mlxk2.engine.load.load_model`.
         prompt_tokens: The full prompt, e.g. from :func:`mlxk2.engine.chat.build_prompt_tokens`.
-        params: Sampling settings; ``params.seed`` seeds MLX first.
+        params: Sampling settings; with ``params.seed`` the sampler draws from its
+            own random stream started from that seed.
         max_tokens: Token limit; defaults to what the context leaves and is
             clamped to it (use :func:`plan_max_tokens` to learn about clamping).
         stop: Stop strings; the text ends before the earliest one.
@@ -120,8 +121,6 @@ def generate(
     if not prompt:
         raise ValidationError("The prompt has no tokens")
     budget = plan_max_tokens(loaded.context_length, len(prompt), max_tokens)
-    if params.seed is not None:
-        mx.random.seed(params.seed)
     matcher = StopMatcher(stop)
     parser = ReasoningParser(
         start_in_reasoning=reasoning and opens_reasoning(loaded.tokenizer, prompt)

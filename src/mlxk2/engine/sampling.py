@@ -80,14 +80,49 @@ def make_sampler(p: SamplingParams) -> Callable[[Any], Any]:
 
     ``logit_bias`` is applied here rather than as a logits processor: mlx-lm runs
     processors one batch row at a time, while a sampler shared by several rows
-    of a batch runs once for all of them.
+    of a batch runs once for all of them. A sampler with a seed owns its random
+    stream, so it must not be shared between requests.
     """
     from mlx_lm.sample_utils import make_sampler as mlx_make_sampler
 
-    sampler = mlx_make_sampler(temp=p.temperature, top_p=p.top_p, min_p=p.min_p, top_k=p.top_k)
-    if not p.logit_bias:
-        return sampler
-    return _biased(sampler, p.logit_bias, renormalize=p.temperature > 0)
+    if p.seed is not None and p.temperature > 0:
+        sampler = _seeded_sampler(p, p.seed)
+    else:
+        sampler = mlx_make_sampler(temp=p.temperature, top_p=p.top_p, min_p=p.min_p,
+                                   top_k=p.top_k)
+    if p.logit_bias:
+        sampler = _biased(sampler, p.logit_bias, renormalize=p.temperature > 0)
+    return sampler
+
+
+def _seeded_sampler(p: SamplingParams, seed: int) -> Callable[[Any], Any]:
+    """mlx-lm's filters and categorical draw, on a random stream of the sampler's own.
+
+    MLX's global random state is shared by every request a server batches, so
+    a seed applied to it is disturbed by the others' draws. Each draw here splits
+    the sampler's own key the way MLX advances its global one, so alone it draws
+    what ``mx.random.seed(seed)`` and mlx-lm's sampler would.
+    """
+    import mlx.core as mx
+    from mlx_lm.sample_utils import apply_min_p, apply_top_k, apply_top_p
+
+    filters: list[Callable[[Any], Any]] = []
+    if 0 < p.top_p < 1:
+        filters.append(lambda x: apply_top_p(x, p.top_p))
+    if p.min_p != 0:
+        filters.append(lambda x: apply_min_p(x, p.min_p))
+    if p.top_k > 0:
+        filters.append(lambda x: apply_top_k(x, p.top_k))
+    key = mx.random.key(seed)
+
+    def sample(logprobs: Any) -> Any:
+        nonlocal key
+        for keep in filters:
+            logprobs = keep(logprobs)
+        key, draw = mx.random.split(key)
+        return mx.random.categorical(logprobs * (1 / p.temperature), key=draw)
+
+    return sample
 
 
 def _biased(sampler: Callable[[Any], Any], bias: dict[int, float],

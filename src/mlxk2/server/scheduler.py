@@ -208,11 +208,6 @@ class ModelBatch:
         prompt = request.prompt_tokens
         cache, cached = self.prompt_cache.lookup(prompt)
         live = _Live(RequestText(request, self.loaded, cached), sink)
-        if request.sampling.seed is not None:
-            import mlx.core as mx
-
-            # MLX has one random state; a seed makes a request reproducible when run alone.
-            mx.random.seed(request.sampling.seed)
         (uid,) = self._generator.insert(
             [prompt[cached:]],
             caches=[cache],
@@ -227,6 +222,8 @@ class ModelBatch:
     def _sampler_for(self, p: SamplingParams) -> Any:
         from mlxk2.engine.sampling import make_sampler
 
+        if p.seed is not None and p.temperature > 0:
+            return make_sampler(p)  # it owns a random stream: never shared
         if not self._live:
             self._samplers.clear()  # only running requests' samplers are worth keeping
         key = (p.temperature, p.top_p, p.min_p, p.top_k,
