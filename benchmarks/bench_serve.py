@@ -86,13 +86,14 @@ class Server:
     model_field: str
 
 
-def start(name: str, model: Path) -> Server:
+def start(name: str, model: Path, *extra: str) -> Server:
+    """Start ``mlxk2`` (with ``extra`` options) or ``mlx_lm`` and wait until it answers."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     if name == "mlxk2":
         cmd = [sys.executable, "-m", "mlxk2", "serve", "--model", str(model), "--port",
                str(port), "--max-concurrency", "8", "--keep-alive", "never",
-               "--log-level", "warning"]
+               "--log-level", "warning", *extra]
     else:
         cmd = [sys.executable, "-m", "mlx_lm", "server", "--model", str(model), "--host",
                "127.0.0.1", "--port", str(port), "--log-level", "WARNING"]
@@ -127,10 +128,15 @@ class Sample:
     tokens: int
     started: float
     ended: float
+    text: str = ""
+    prompt_tokens: int = 0
 
 
-def stream_once(server: Server, prompt: str, max_tokens: int, banned: list[int]) -> Sample:
-    body = {"model": server.model_field, "messages": [{"role": "user", "content": prompt}],
+def stream_once(server: Server, prompt: str | list[dict[str, str]], max_tokens: int,
+                banned: list[int]) -> Sample:
+    """One streamed chat request; ``prompt`` is a user message or the whole conversation."""
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+    body = {"model": server.model_field, "messages": messages,
             "max_tokens": max_tokens, "temperature": 0, "stream": True,
             "stream_options": {"include_usage": True},
             "logit_bias": {str(t): -100 for t in banned}}
@@ -138,6 +144,8 @@ def stream_once(server: Server, prompt: str, max_tokens: int, banned: list[int])
     started = time.perf_counter()
     first = None
     tokens = None
+    prompt_tokens = 0
+    text: list[str] = []
     try:
         conn.request("POST", "/v1/chat/completions", body=json.dumps(body).encode(),
                      headers={"Content-Type": "application/json"})
@@ -151,8 +159,10 @@ def stream_once(server: Server, prompt: str, max_tokens: int, banned: list[int])
             chunk = json.loads(line[6:])
             if chunk.get("usage"):
                 tokens = chunk["usage"]["completion_tokens"]
+                prompt_tokens = chunk["usage"]["prompt_tokens"]
             for choice in chunk.get("choices") or []:
                 delta = choice.get("delta") or {}
+                text.append(delta.get("content") or "")
                 if first is None and (delta.get("content") or delta.get("reasoning_content")
                                       or delta.get("reasoning")):
                     first = time.perf_counter()
@@ -160,7 +170,8 @@ def stream_once(server: Server, prompt: str, max_tokens: int, banned: list[int])
         conn.close()
     ended = time.perf_counter()
     first = first or ended
-    return Sample(first - started, ended - first, tokens or max_tokens, started, ended)
+    return Sample(first - started, ended - first, tokens or max_tokens, started, ended,
+                  "".join(text), prompt_tokens)
 
 
 def run_round(server: Server, clients: int, per_client: int, max_tokens: int,
