@@ -91,3 +91,22 @@ def test_cached_prompt_tokens_are_counted_in_metrics(live):
     line = next(row for row in metrics.splitlines()
                 if row.startswith("mlxk2_prompt_tokens_cached_total "))
     assert float(line.split()[1]) > 0
+
+
+def test_the_byte_cap_evicts_the_least_recently_used_cache():
+    entry_bytes = _kv_cache(8)[0].nbytes
+    cache = PromptCache(16, max_bytes=2 * entry_bytes)
+    for start in (100, 200, 300):
+        cache.store(list(range(start, start + 8)), _kv_cache(8))
+    assert len(cache) == 2
+    assert cache.lookup([*range(100, 108), 1]) == (None, 0)
+    assert cache.lookup([*range(300, 308), 1])[1] == 8
+
+
+def test_the_default_byte_cap_is_small_on_small_machines(monkeypatch):
+    from mlxk2.server import prompt_cache
+
+    monkeypatch.setattr("mlxk2.system.memory_total_bytes", lambda: 8 << 30)
+    assert prompt_cache.default_max_bytes() == 512 << 20
+    monkeypatch.setattr("mlxk2.system.memory_total_bytes", lambda: 64 << 30)
+    assert prompt_cache.default_max_bytes() == prompt_cache.MAX_BYTES

@@ -9,11 +9,21 @@ from __future__ import annotations
 
 from typing import Any
 
-#: Upper bound on the memory those caches hold, per loaded model.
+#: Upper bound on the memory the caches of one loaded model hold...
 MAX_BYTES = 1 << 30
+#: ...and at most this share of the machine's memory, for small machines.
+MAX_SHARE_OF_MEMORY = 1 / 16
 
 # mlx-lm's cache is keyed by model as well; each loaded model has its own instance.
 _MODEL_KEY = "model"
+
+
+def default_max_bytes() -> int:
+    """:data:`MAX_BYTES`, or :data:`MAX_SHARE_OF_MEMORY` of the machine's memory if less."""
+    from mlxk2.system import memory_total_bytes
+
+    total = memory_total_bytes()
+    return MAX_BYTES if total is None else min(MAX_BYTES, int(total * MAX_SHARE_OF_MEMORY))
 
 
 class PromptCache:
@@ -22,12 +32,14 @@ class PromptCache:
     Only the MLX worker thread uses it.
     """
 
-    def __init__(self, max_entries: int, max_bytes: int = MAX_BYTES) -> None:
+    def __init__(self, max_entries: int, max_bytes: int | None = None) -> None:
         """Keep up to ``max_entries`` caches, least recently used dropped first; 0 keeps none."""
         from mlx_lm.models.cache import LRUPromptCache
 
         self.enabled = max_entries > 0
-        self._lru = LRUPromptCache(max_size=max_entries, max_bytes=max_bytes)
+        self._lru = LRUPromptCache(max_size=max_entries,
+                                   max_bytes=default_max_bytes() if max_bytes is None
+                                   else max_bytes)
 
     def __len__(self) -> int:
         return len(self._lru)
