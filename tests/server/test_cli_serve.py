@@ -52,7 +52,7 @@ def served(demo_cache, mid_workspace, tmp_path_factory
     log_file = log_path.open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlxk2", "serve", "--model", str(mid_workspace),
-         "--port", str(port), "--keep-alive", "2s"],
+         "--port", str(port), "--keep-alive", "2s", "--prompt-cache", "0"],
         env=env, stdout=subprocess.DEVNULL, stderr=log_file, text=True,
     )
     url = f"http://127.0.0.1:{port}"
@@ -107,6 +107,16 @@ def test_keep_alive_unloads_and_memory_drops(served, mid_workspace):
         time.sleep(0.2)
     weights = sum(p.stat().st_size for p in mid_workspace.glob("*.safetensors"))
     assert loaded_rss - _rss(url) > weights * 0.6
+
+
+def test_prompt_cache_flag_zero_turns_the_cache_off(served):
+    _, url, _ = served
+    body = {"model": CHAT, "messages": [{"role": "user", "content": "Say it again."}],
+            "max_tokens": 2}
+    for _ in range(2):  # with the cache on, the repeat would reuse all but one token
+        answer = raw_request(url, "POST", "/v1/chat/completions", body=body, headers=_auth())
+        assert answer.status == 200
+        assert answer.json()["usage"]["prompt_tokens_details"] == {"cached_tokens": 0}
 
 
 def test_sigterm_ends_streams_with_an_error_and_exits_zero(served):

@@ -86,7 +86,8 @@ def test_next_chat_turn_reuses_the_previous_turn_and_answers_the_same(
 
 def test_cached_prompt_tokens_are_counted_in_metrics(live):
     _chat(live, FIRST_TURN)
-    _chat(live, FIRST_TURN)  # the whole prompt is cached now, bar its last token
+    again = _chat(live, FIRST_TURN)  # the whole prompt is cached now, bar its last token
+    assert again.usage.prompt_tokens_details.cached_tokens == again.usage.prompt_tokens - 1
     metrics = raw_request(live.url, "GET", "/metrics").body.decode()
     line = next(row for row in metrics.splitlines()
                 if row.startswith("mlxk2_prompt_tokens_cached_total "))
