@@ -176,9 +176,15 @@ class _Live:
 
 
 class ModelBatch:
-    """One model's running batch. Only the worker thread touches it."""
+    """One model's running batch. Only the worker thread touches it.
 
-    def __init__(self, loaded: LoadedModel, max_batch: int, prompt_cache: int = 16) -> None:
+    Args:
+        loaded: The model.
+        max_batch: Sequences decoded together.
+        prompt_cache: Finished requests whose KV caches are kept for reuse (0: none).
+    """
+
+    def __init__(self, loaded: LoadedModel, max_batch: int, prompt_cache: int) -> None:
         from mlx_lm.generate import BatchGenerator
 
         from mlxk2.server.prompt_cache import PromptCache
