@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -461,3 +462,23 @@ def test_a_convert_killed_at_each_stage_leaves_nothing_healthy(
     if stage == "Saving":
         assert list(staged[0].glob("*.safetensors")), "weights were written before the kill"
     assert _healthy_folders(tmp_path) == []
+
+
+def test_the_next_convert_removes_what_a_killed_one_left_behind(
+    alpha: None, demo_cache: DemoCache, tmp_path: Path
+) -> None:
+    env = cli_env(demo_cache.hf_home, **{ALPHA: "1"})
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILL_AT_STAGE, str(demo_cache.paths[CHAT]),
+         str(tmp_path / "q4"), "Saving", "3"],
+        env=env, capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    # Not ours to remove: a live writer's folder, and one without the marker.
+    live = _write(tmp_path / f".q4.{os.getpid()}.aaaa.tmp", {convert_ops.MARKER: b""})
+    unmarked = _write(tmp_path / ".q4.999999999.bbbb.tmp", {"notes": b"x"})
+
+    result = _convert(str(demo_cache.paths[CHAT]), str(tmp_path / "q4"), "--quantize", "4")
+
+    assert result.code == 0, result.json
+    assert check_integrity(tmp_path / "q4") is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["q4", live.name, unmarked.name])

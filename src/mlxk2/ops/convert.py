@@ -6,12 +6,15 @@ happens before anything is written. :func:`run_convert` then writes into a hidde
 folder beside the destination that carries an ``*.incomplete`` marker (which makes
 it unhealthy by the integrity rules), verifies the result, renames it into place
 and only then drops the marker. A convert killed at any moment therefore leaves
-nothing that passes ``health``; the source is only ever read.
+nothing that passes ``health``; the source is only ever read. The hidden folder's
+name carries the writer's process id, so the next convert to the same destination
+removes what a killed one left behind.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import io
 import json
 import os
@@ -184,7 +187,8 @@ def run_convert(plan: ConvertPlan, progress: Progress | None = None) -> ConvertR
     target = plan.target_dir
     with _filesystem_errors(target):
         target.parent.mkdir(parents=True, exist_ok=True)
-        staging = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
+        _remove_abandoned_staging(target)
+        staging = target.parent / f".{target.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp"
         staging.mkdir()  # unlike mkdtemp, keeps the umask's permissions for the result
     try:
         with _filesystem_errors(target):
@@ -210,6 +214,29 @@ def run_convert(plan: ConvertPlan, progress: Progress | None = None) -> ConvertR
         size_bytes_after=sum(p.stat().st_size for p in files),
         health="healthy" if check_integrity(target) is None else "unhealthy",
     )
+
+
+def _remove_abandoned_staging(target: Path) -> None:
+    """Delete hidden folders of earlier converts to ``target`` whose process is gone.
+
+    Only folders that still carry the incomplete marker are touched, so nothing a
+    convert finished, and nothing that is not ours, is ever removed.
+    """
+    prefix = f".{target.name}."
+    for folder in target.parent.glob(f"{glob.escape(prefix)}*.tmp"):
+        writer = folder.name[len(prefix):].split(".")[0]
+        if writer.isdigit() and not _process_alive(int(writer)) and (folder / MARKER).is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 def _check_options(
