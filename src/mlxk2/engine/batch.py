@@ -71,7 +71,8 @@ class ModelBatch:
         self.loaded = loaded
         self.prompt_cache = PromptCache(prompt_cache)
         stop_tokens = [[t] for t in sorted(loaded.stop_token_ids)]
-        self._generator = BatchGenerator(
+        # mlx-lm ships no type hints; the generator is used through its documented methods.
+        self._generator: Any = BatchGenerator(
             loaded.model,
             stop_tokens=stop_tokens or None,
             completion_batch_size=max_batch,

@@ -210,7 +210,7 @@ def _chat_turn(session: ChatSession, out: Output, text: str, *, verbose: bool,
     except ValidationError as exc:
         out.warn(f"{exc.message}. /clear starts a new conversation.")
         return
-    if turn.budget.clamped:
+    if turn.budget.clamped and turn.budget.requested is not None:
         out.warn(clamp_warning(turn.budget.requested, turn.budget.max_tokens,
                                session.loaded.context_length))
     printer = ReplyPrinter(out.stdout, color=out.color, show_reasoning=show_reasoning)

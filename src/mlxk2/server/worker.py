@@ -18,7 +18,7 @@ import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mlxk2.engine.events import Aborted, Event
 
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from mlxk2.engine.batch import GenerationRequest, ModelBatch
 
 log = logging.getLogger("mlxk2.server")
+
+T = TypeVar("T")
 
 
 class Mailbox:
@@ -75,9 +77,9 @@ class Worker:
             self._commands.put(None)
             self._thread.join(timeout)
 
-    def call(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+    def call(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
         """Run ``fn(*args)`` on the MLX thread; the future carries its result or error."""
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
 
         def job() -> None:
             if not future.set_running_or_notify_cancel():
@@ -120,7 +122,7 @@ class Worker:
 
         self._commands.put(job)
 
-    def release(self, batch: ModelBatch) -> concurrent.futures.Future[Any]:
+    def release(self, batch: ModelBatch) -> concurrent.futures.Future[None]:
         """Close a model's batch on the MLX thread and return its memory to the system."""
 
         def job() -> None:

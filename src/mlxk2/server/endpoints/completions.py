@@ -45,8 +45,8 @@ def _raw_prompt(entry: LoadedEntry, prompt: str | list[str] | list[int]) -> list
     if isinstance(prompt, list):
         if len(prompt) != 1:
             raise BadRequestError("Only one prompt per request is supported.", param="prompt")
-        prompt = prompt[0]
-    return raw_prompt_tokens(entry.loaded.tokenizer, str(prompt))
+        return raw_prompt_tokens(entry.loaded.tokenizer, str(prompt[0]))
+    return raw_prompt_tokens(entry.loaded.tokenizer, prompt)
 
 
 class TextWire:
