@@ -1,4 +1,4 @@
-"""The OpenAI-compatible HTTP server: app factory, model provider and batching scheduler.
+"""The OpenAI-compatible HTTP server: app factory, model provider and MLX worker.
 
 Importing this package pulls in FastAPI; the CLI imports it only for ``serve``.
 """
