@@ -22,7 +22,7 @@ STDIN_ARG = "-"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_argument(parser)
     parser.add_argument(
-        "prompt", nargs="*",
+        "prompt", nargs="*", default=[],  # a default keeps argparse from calling it required
         help="Prompt text; '-' stands for stdin. Several parts are joined by newlines. "
              "No prompt starts an interactive chat.",
     )

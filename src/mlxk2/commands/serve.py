@@ -15,15 +15,22 @@ from mlxk2.output.sink import Output
 API_KEY_ENV = "MLXK2_API_KEY"
 
 
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+
+
 def _positive(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
 def _port(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if not 1 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"must be 1-65535, got {value}")
     return value
