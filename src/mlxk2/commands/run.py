@@ -1,7 +1,7 @@
 """Generate text with a local model through mlx-lm.
 
   mlxk2 run MODEL "prompt"          one answer, streamed on a terminal
-  mlxk2 run MODEL                   interactive chat (/clear, /exit, Ctrl-D)
+  mlxk2 run MODEL                   interactive chat (/help, /clear, /exit, Ctrl-D)
   cat notes.txt | mlxk2 run MODEL - "Summarise:"   '-' reads stdin
 """
 
