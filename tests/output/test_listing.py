@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import re
 import sys
+from datetime import datetime, timezone
+from pathlib import Path
 
 import pexpect
 
@@ -12,7 +14,7 @@ from mlxk2.ops.list import list_models
 from mlxk2.output.format import visible_width
 from mlxk2.output.listing import render_list
 from mlxk2.output.sink import Output
-from tests.fixtures.cache import CASES, BuiltCache
+from tests.fixtures.cache import CASES, BuiltCache, build_cache
 from tests.fixtures.cli import cli_env, run_inprocess
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -25,7 +27,9 @@ def _colour_output(width: int | None) -> Output:
 
 
 def _rendered(out: Output, **flags: bool) -> list[str]:
-    models = [m.to_dict() for m in list_models(None)]
+    # Ages shown relative to now: every row modified just now keeps the widths fixed.
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    models = [{**m.to_dict(), "last_modified": now} for m in list_models(None)]
     return render_list({"models": models, "count": len(models)}, out, **flags).splitlines()
 
 
@@ -74,8 +78,9 @@ def test_a_medium_terminal_wraps_reasons_in_their_column(cache_env: BuiltCache) 
     assert CASES["gguf"].reason in " ".join(parts)
 
 
-def test_narrow_terminal_through_a_real_pty(cache_env: BuiltCache) -> None:
-    env = cli_env(cache_env.hf_home, HF_HUB_CACHE=str(cache_env.root), COLUMNS="60")
+def test_narrow_terminal_through_a_real_pty(hf_cache: Path) -> None:
+    build_cache(hf_cache, ["chat", "gguf", "config_missing"])  # fresh: ages read "just now"
+    env = cli_env(hf_cache.parent, HF_HUB_CACHE=str(hf_cache), COLUMNS="60")
     del env["NO_COLOR"]
     env["TERM"] = "xterm"
     child = pexpect.spawn(sys.executable, ["-m", "mlxk2", "list", "--all"], env=env,
