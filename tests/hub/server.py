@@ -247,8 +247,6 @@ class Hub:
         return None
 
 
-
-
 # ---- HTTP ------------------------------------------------------------------------------
 
 
@@ -269,9 +267,13 @@ def _token_valid(request: Request) -> bool:
     return _token(request) in _hub(request).tokens
 
 
+def _invalid_token() -> HubError:
+    return HubError(401, "", "Invalid credentials in Authorization header")
+
+
 def _require_valid_token(request: Request) -> None:
     if not _token_valid(request):
-        raise HubError(401, "", "Invalid credentials in Authorization header")
+        raise _invalid_token()
 
 
 def _error_response(err: HubError) -> JSONResponse:
@@ -296,21 +298,20 @@ class _Gate:
     The LFS storage host takes no Hub token, so ``/lfs/`` is let through.
     """
 
-    def __init__(self, app: ASGIApp, hub: Hub) -> None:
-        self.app, self.hub = app, hub
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         request = Request(scope)
-        token, valid = _token(request), _token(request) in self.hub.tokens
-        self.hub.requests.append(RequestRecord(request.method, request.url.path,
-                                               request.headers.get("Range"), valid))
-        if token is not None and not valid and not request.url.path.startswith("/lfs/"):
-            response = _error_response(
-                HubError(401, "", "Invalid credentials in Authorization header"))
-            await response(scope, receive, send)
+        valid = _token_valid(request)
+        _hub(request).requests.append(RequestRecord(request.method, request.url.path,
+                                                    request.headers.get("Range"), valid))
+        if _token(request) is not None and not valid \
+                and not request.url.path.startswith("/lfs/"):
+            await _error_response(_invalid_token())(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
@@ -329,8 +330,8 @@ def _repo(request: Request, *, write: bool = False) -> Repo:
     repo = _hub(request).repos.get(repo_id)
     if repo is None:
         raise HubError(404 if token else 401, "RepoNotFound", "Repository not found")
-    if write and not valid:
-        raise HubError(401, "", "Invalid credentials in Authorization header")
+    if write:
+        _require_valid_token(request)
     if repo.private and not valid:
         raise HubError(403, "", f"You don't have access to the private repository {repo_id}")
     if repo.gated and not valid:
@@ -611,7 +612,7 @@ _ROUTES = [
 
 def create_app(hub: Hub, public_url: str, lfs_url: str, store: Path) -> Starlette:
     """The Hub's routes over ``hub``; ``store`` is a folder for file bytes served from disk."""
-    app = Starlette(routes=_ROUTES, middleware=[Middleware(_Gate, hub=hub)],
+    app = Starlette(routes=_ROUTES, middleware=[Middleware(_Gate)],
                     exception_handlers={HubError: _on_hub_error, 404: _no_route,
                                         405: _no_route})
     app.state.hub, app.state.store = hub, store
