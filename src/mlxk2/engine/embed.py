@@ -344,3 +344,14 @@ def _load_tokenizer(path: Path, max_tokens: int) -> Any:
     tokenizer.no_padding()
     tokenizer.enable_truncation(max_length=max_tokens)
     return tokenizer
+
+
+def matryoshka(vectors: np.ndarray, dimensions: int | None, normalize: bool) -> np.ndarray:
+    """Keep the first ``dimensions`` values, renormalised when the vectors were normalised."""
+    if dimensions is None or dimensions >= vectors.shape[-1]:
+        return vectors
+    cut = vectors[..., :dimensions]
+    if not normalize:
+        return cut
+    norms = np.linalg.norm(cut, axis=-1, keepdims=True)
+    return cut / np.maximum(norms, 1e-12)
