@@ -30,6 +30,7 @@ from mlxk2.server._runs import (
 from mlxk2.server._state import Admission, ServerState, state_of
 from mlxk2.server.auth import ApiKeyGate
 from mlxk2.server.config import ServerConfig
+from mlxk2.server.embeddings import register as register_embeddings
 from mlxk2.server.errors import (
     ApiError,
     BadRequestError,
@@ -79,6 +80,7 @@ def create_app(config: ServerConfig, provider: ModelProvider,
     app.state.mlxk = state
     _install_error_handlers(app)
     _add_routes(app)
+    register_embeddings(app)
     app.add_middleware(_Gate, state=state, gate=ApiKeyGate(config.api_key))
     if config.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
@@ -175,7 +177,8 @@ def _error_app(exc: Exception) -> Callable[..., Awaitable[None]]:
 def _endpoint_label(path: str) -> str:
     if path.startswith("/v1/models/"):
         return "/v1/models/{id}"
-    if path in ("/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions"):
+    if path in ("/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions",
+                "/v1/embeddings"):
         return path
     return "other"
 
@@ -305,6 +308,6 @@ def _runnable_models(state: ServerState) -> list[dict[str, Any]]:
     return [
         {"id": name, "object": "model", "created": int(modified),
          "owned_by": name.split("/", 1)[0] if "/" in name and not name.startswith(("/", ".", "~"))
-         else "local"}
-        for name, modified in state.provider.list_runnable()
+         else "local", "capabilities": list(capabilities)}
+        for name, modified, capabilities in state.provider.list_runnable()
     ]
