@@ -355,3 +355,26 @@ def matryoshka(vectors: np.ndarray, dimensions: int | None, normalize: bool) -> 
         return cut
     norms = np.linalg.norm(cut, axis=-1, keepdims=True)
     return cut / np.maximum(norms, 1e-12)
+
+
+#: This module's weight-name pieces and the Hugging Face names they stand for; a
+#: weight name holds at most one of them.
+_HF_PIECES = (
+    ("attention_out.", "attention.output.dense."),
+    ("attention_norm.", "attention.output.LayerNorm."),
+    ("attention.", "attention.self."),
+    ("ffn_in.", "intermediate.dense."),
+    ("ffn_out.", "output.dense."),
+    ("ffn_norm.", "output.LayerNorm."),
+    ("embeddings.norm.", "embeddings.LayerNorm."),
+)
+
+
+def hf_weight_name(name: str) -> str:
+    """The Hugging Face ``BertModel`` name of one of this module's weights."""
+    if name.startswith("layers."):
+        name = "encoder.layer." + name[len("layers."):]
+    for ours, theirs in _HF_PIECES:
+        if ours in name:
+            return name.replace(ours, theirs, 1)
+    return name
