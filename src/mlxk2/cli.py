@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str | None]] = {
     "push": ("mlxk2.commands.push", "Upload a workspace folder to the Hub (experimental)"),
     "run": ("mlxk2.commands.run", "Generate text, or chat interactively"),
     "serve": ("mlxk2.commands.serve", "Start an OpenAI-compatible API server"),
+    "embed": ("mlxk2.commands.embed", "Turn texts into embedding vectors"),
     "demo": ("mlxk2.commands.demo", "Build a small offline demo model"),
     "convert": ("mlxk2.commands.convert", None),
 }
