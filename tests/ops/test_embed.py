@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.fixtures.cache import bert_embedding_files
+from tests.fixtures.cache_content import bert_embedding_files
 from tests.fixtures.cli import run_inprocess
 from tests.fixtures.embedding import MINILM, MiniLmCache, minilm_reference
 from tests.fixtures.models import CHAT, DemoCache
