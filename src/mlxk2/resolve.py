@@ -43,13 +43,16 @@ def is_workspace_spec(spec: str) -> bool:
 def split_revision(spec: str) -> tuple[str, str | None]:
     """``name@rev`` to ``("name", "rev")``: a commit-hash prefix or a ref such as a branch.
 
+    The first ``@`` splits: a model name never holds one, a git ref may
+    (``org/x@feat@2`` is revision ``feat@2``).
+
     Raises:
-        ValidationError: an ``@`` with nothing after it.
+        ValidationError: an ``@`` with nothing (or only spaces) after it.
     """
-    name, sep, rev = spec.rpartition("@")
+    name, sep, rev = spec.partition("@")
     if not sep or not name:
         return spec, None
-    if not rev:
+    if not rev.strip():
         raise ValidationError(f"Empty revision after '@' in '{spec}'")
     return name, rev
 

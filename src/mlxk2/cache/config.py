@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,17 +48,45 @@ def quantization_bits(config: dict[str, Any]) -> int | None:
     return None
 
 
-def metadata(config: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The ``show`` metadata block: architecture facts, nested text_config included."""
+@dataclass(frozen=True)
+class ModelMetadata:
+    """Architecture facts for ``show``, nested ``text_config`` included."""
+
+    model_type: Any
+    quantization_bits: int | None
+    context_length: int | None
+    vocab_size: Any
+    hidden_size: Any
+    num_attention_heads: Any
+    num_hidden_layers: Any
+
+    @property
+    def quantization(self) -> str | None:
+        return f"{self.quantization_bits}bit" if self.quantization_bits else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec's ``metadata`` block, in its key order."""
+        return {
+            "model_type": self.model_type,
+            "quantization": self.quantization,
+            "context_length": self.context_length,
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "num_attention_heads": self.num_attention_heads,
+            "num_hidden_layers": self.num_hidden_layers,
+        }
+
+
+def metadata(config: dict[str, Any] | None) -> ModelMetadata | None:
+    """The ``show`` metadata of a parsed config; None without one."""
     if config is None:
         return None
-    bits = quantization_bits(config)
-    return {
-        "model_type": config_value(config, "model_type"),
-        "quantization": f"{bits}bit" if bits else None,
-        "context_length": context_length(config),
-        "vocab_size": config_value(config, "vocab_size"),
-        "hidden_size": config_value(config, "hidden_size", "d_model", "n_embd"),
-        "num_attention_heads": config_value(config, "num_attention_heads", "n_head"),
-        "num_hidden_layers": config_value(config, "num_hidden_layers", "n_layer"),
-    }
+    return ModelMetadata(
+        model_type=config_value(config, "model_type"),
+        quantization_bits=quantization_bits(config),
+        context_length=context_length(config),
+        vocab_size=config_value(config, "vocab_size"),
+        hidden_size=config_value(config, "hidden_size", "d_model", "n_embd"),
+        num_attention_heads=config_value(config, "num_attention_heads", "n_head"),
+        num_hidden_layers=config_value(config, "num_hidden_layers", "n_layer"),
+    )

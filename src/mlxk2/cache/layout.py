@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlxk2.cache.files import mtime, sha256_file
+
 MODEL_PREFIX = "models--"
 SEPARATOR = "--"
 
@@ -66,7 +68,7 @@ class CachedRepo:
             entries = [p for p in (self.folder / "snapshots").iterdir() if p.is_dir()]
         except OSError:
             return []
-        return sorted(entries, key=_mtime, reverse=True)
+        return sorted(entries, key=mtime, reverse=True)
 
     def ref(self, name: str = "main") -> str | None:
         try:
@@ -83,13 +85,6 @@ class CachedRepo:
                 return candidate
         snapshots = self.snapshots()
         return snapshots[0] if snapshots else None
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0
 
 
 def iter_cached_repos(root: Path) -> Iterator[CachedRepo]:
@@ -150,7 +145,7 @@ def store_snapshot(root: Path, repo_id: str, src_dir: Path, commit: str | None =
     """
     folder = repo_folder(root, repo_id)
     files = sorted(p for p in src_dir.rglob("*") if p.is_file())
-    digests = {p: _sha256(p) for p in files}
+    digests = {p: sha256_file(p) for p in files}
     if commit is None:
         joined = "".join(f"{p.relative_to(src_dir)}:{d}" for p, d in digests.items())
         commit = hashlib.sha1(joined.encode()).hexdigest()
@@ -170,11 +165,3 @@ def store_snapshot(root: Path, repo_id: str, src_dir: Path, commit: str | None =
         (folder / "refs").mkdir(exist_ok=True)
         (folder / "refs" / "main").write_text(commit)
     return snapshot
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -21,9 +21,8 @@ from mlxk2.errors import (
     NetworkError,
     OperationError,
     PermissionDeniedError,
-    ValidationError,
 )
-from mlxk2.resolve import expand_repo_id, validate_model_name
+from mlxk2.resolve import expand_repo_id, split_revision, validate_model_name
 
 T = TypeVar("T")
 REJECTED_TOKEN = "Invalid credentials in Authorization header"  # the Hub's X-Error-Message
@@ -37,11 +36,9 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
     Raises:
         ValidationError: empty, too long or malformed name, or an empty revision.
     """
-    name, sep, rev = spec.partition("@")
+    name, rev = split_revision(spec)
     validate_model_name(name)
-    if sep and not rev.strip():
-        raise ValidationError(f"Empty revision in '{spec}'")
-    return expand_repo_id(name), rev or None
+    return expand_repo_id(name), rev
 
 
 def hub_message(exc: BaseException) -> str:

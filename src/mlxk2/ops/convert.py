@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from mlxk2.cache.config import read_config
-from mlxk2.cache.integrity import WEIGHT_FORMATS, check_integrity, workspace_report
+from mlxk2.cache.files import WEIGHT_FORMATS, folder_bytes
+from mlxk2.cache.integrity import check_integrity, workspace_report
 from mlxk2.cache.layout import cache_root, overlaps_cache
 from mlxk2.cache.runtime import runtime_reason
 from mlxk2.cache.safetensors import SafetensorsError, read_header
@@ -183,7 +184,7 @@ def run_convert(plan: ConvertPlan, progress: Progress | None = None) -> ConvertR
         PermissionDeniedError, FilesystemError: Writing failed (nothing is kept).
     """
     report = progress or (lambda stage, done, total: None)
-    before = _folder_bytes(plan.source_dir)
+    before = folder_bytes(plan.source_dir, skip_hidden=True)
     target = plan.target_dir
     with _filesystem_errors(target):
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -416,11 +417,3 @@ def _filesystem_errors(target: Path) -> Iterator[None]:
         raise PermissionDeniedError(f"Permission denied writing near '{target}': {exc}") from exc
     except OSError as exc:
         raise FilesystemError(f"Cannot write '{target}': {exc}") from exc
-
-
-def _folder_bytes(folder: Path) -> int:
-    total = 0
-    for name in _relative_files(folder):
-        with contextlib.suppress(OSError):
-            total += (folder / name).stat().st_size
-    return total

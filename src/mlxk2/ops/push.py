@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlxk2.cache.files import file_digest, sha256_file
 from mlxk2.errors import AuthError, MlxkError, PushFailedError, ValidationError
 from mlxk2.ops._hub import run_interruptible, translate
 from mlxk2.ops.clone import CLONE_CACHE_SUFFIX, STAGING_SUFFIX
@@ -203,15 +204,8 @@ def _differs(local: Path, remote: Any) -> bool:
     if size != remote.size:
         return True
     if remote.lfs is not None:
-        return _digest(local, hashlib.sha256()) != remote.lfs.sha256
-    return _digest(local, hashlib.sha1(b"blob %d\0" % size)) != remote.blob_id
-
-
-def _digest(path: Path, digest: Any) -> str:
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return sha256_file(local) != remote.lfs.sha256
+    return file_digest(local, hashlib.sha1(b"blob %d\0" % size)) != remote.blob_id
 
 
 def ignore_patterns(folder: Path) -> list[str]:

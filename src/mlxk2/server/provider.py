@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlxk2.errors import ModelIncompatibleError, ModelNotFoundError, ModelUnhealthyError
-from mlxk2.server.errors import ModelTooLargeError
+from mlxk2.errors import ModelNotFoundError, ModelTooLargeError, ModelUnhealthyError
 from mlxk2.server.memory import MemoryProbe, available_memory_bytes, weight_bytes
 from mlxk2.server.scheduler import ModelBatch, Worker
 
@@ -65,13 +64,12 @@ def check_runnable(resolved: ResolvedModel) -> Runnable:
         ModelIncompatibleError: mlx-lm cannot generate text with this model.
     """
     from mlxk2.cache.inspect import inspect_model
+    from mlxk2.cache.rules import require
 
     info = inspect_model(resolved)
-    if not info.healthy:
-        raise ModelUnhealthyError(f"Model '{info.name}' is unhealthy: {info.reason}")
-    if not info.runnable or resolved.path is None:
-        reason = info.reason or f"'{info.model_type}' models cannot generate text"
-        raise ModelIncompatibleError(f"Model '{info.name}' cannot be served: {reason}")
+    require(info)
+    if resolved.path is None:  # inspect reports this as unhealthy; kept for type narrowing
+        raise ModelUnhealthyError(f"Model '{info.name}' has no snapshot")
     return Runnable(info.name, resolved.path, info, weight_bytes(resolved.path))
 
 
