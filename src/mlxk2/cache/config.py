@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+#: Config keys that hold the context length, most common first.
 CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length",
                 "max_seq_len", "seq_length", "n_ctx", "model_max_length")
 
@@ -22,11 +23,7 @@ def read_config(model_dir: Path) -> dict[str, Any] | None:
 
 def config_value(config: dict[str, Any], *keys: str) -> Any:
     """First of ``keys`` found at the top level, else inside ``text_config``."""
-    scopes = [config]
-    nested = config.get("text_config")
-    if isinstance(nested, dict):
-        scopes.append(nested)
-    for scope in scopes:
+    for scope in _scopes(config):
         for key in keys:
             value = scope.get(key)
             if value is not None:
@@ -34,9 +31,20 @@ def config_value(config: dict[str, Any], *keys: str) -> Any:
     return None
 
 
+def _scopes(config: dict[str, Any]) -> list[dict[str, Any]]:
+    nested = config.get("text_config")
+    return [config, nested] if isinstance(nested, dict) else [config]
+
+
 def context_length(config: dict[str, Any]) -> int | None:
-    value = config_value(config, *CONTEXT_KEYS)
-    return value if isinstance(value, int) and value > 0 else None
+    """The context window: the first positive whole number among ``CONTEXT_KEYS``,
+    top level first, then ``text_config``. ``show`` and the engine both read it here."""
+    for scope in _scopes(config):
+        for key in CONTEXT_KEYS:
+            value = scope.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+    return None
 
 
 def quantization_bits(config: dict[str, Any]) -> int | None:

@@ -103,5 +103,7 @@ def remove_tree(path: Path, *, ignore_errors: bool = False) -> None:
     """Remove a file, a link (never its target) or a folder with everything in it."""
     if path.is_symlink() or path.is_file():
         path.unlink()
+    elif ignore_errors:
+        shutil.rmtree(path, ignore_errors=True)
     elif path.is_dir():
-        shutil.rmtree(path, ignore_errors=ignore_errors)
+        shutil.rmtree(path)

@@ -15,9 +15,9 @@ from typing import Any
 from mlxk2.cache.capabilities import Capability, Framework, ModelType
 from mlxk2.cache.files import TORCH_WEIGHT_SUFFIXES, mtime
 from mlxk2.cache.integrity import scan_model
+from mlxk2.cache.layout import DEFAULT_ORG, ResolvedModel
 from mlxk2.cache.rules import Refusal, refusal
 from mlxk2.cache.runtime import runtime_reason
-from mlxk2.resolve import DEFAULT_ORG, ResolvedModel
 
 EMBEDDING_TYPES = frozenset({
     "bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "nomic_bert", "modernbert",

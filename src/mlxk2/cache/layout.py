@@ -17,6 +17,8 @@ from pathlib import Path
 from mlxk2.cache.files import mtime, sha256_file
 
 MODEL_PREFIX = "models--"
+#: The Hub organisation of MLX conversions; bare names mean a model there.
+DEFAULT_ORG = "mlx-community"
 SEPARATOR = "--"
 
 
@@ -31,6 +33,12 @@ def cache_root() -> Path:
 
 
 def repo_folder(root: Path, repo_id: str) -> Path:
+    """The ``models--org--name`` folder huggingface_hub uses for ``repo_id``.
+
+    huggingface_hub's ``repo_folder_name`` builds the same name but validates the
+    id first, and refuses names that caches do hold (non-ASCII, spaces), which
+    ``list`` shows and ``rm`` must still reach; so the rule is spelled here.
+    """
     return root / (MODEL_PREFIX + repo_id.replace("/", SEPARATOR))
 
 
@@ -53,6 +61,30 @@ def repo_id_from_folder(folder_name: str) -> str | None:
     if not all(parts):
         return None
     return "/".join(parts)
+
+
+def snapshot_repo_id(path: Path) -> str | None:
+    """``org/name`` when ``path`` is a cache snapshot folder, else None."""
+    if path.parent.name != "snapshots":
+        return None
+    return repo_id_from_folder(path.parent.parent.name)
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """One model picked by a spec.
+
+    ``name`` is ``org/name`` for cache models and the path as typed for
+    workspaces; ``path`` is the selected snapshot (or workspace) folder, None
+    when a cache model has no snapshot at all.
+    """
+
+    name: str
+    path: Path | None
+    cached: bool
+    repo_id: str | None = None
+    commit: str | None = None
+    repo_dir: Path | None = None
 
 
 @dataclass(frozen=True)

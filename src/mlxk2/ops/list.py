@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from mlxk2.cache.inspect import ModelInfo, inspect_model
-from mlxk2.cache.layout import CachedRepo, cache_root, iter_cached_repos
-from mlxk2.resolve import ResolvedModel
+from mlxk2.cache.layout import CachedRepo, ResolvedModel, cache_root, iter_cached_repos
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from typing import Any
 
 from mlxk2.cache.capabilities import Capability
 from mlxk2.cache.inspect import ModelInfo, inspect_model
+from mlxk2.cache.layout import ResolvedModel
 from mlxk2.cache.rules import require
 from mlxk2.engine.chat import (
     PLAIN_TURN_STOP,
@@ -25,7 +26,7 @@ from mlxk2.engine.load import LoadedModel, load_model
 from mlxk2.engine.reasoning import REASONING
 from mlxk2.engine.sampling import SamplingParams
 from mlxk2.errors import ModelUnhealthyError, ValidationError
-from mlxk2.resolve import ResolvedModel, resolve
+from mlxk2.resolve import resolve
 
 Event = TextChunk | Finished
 

@@ -22,8 +22,8 @@ from mlxk2.server.scheduler import ModelBatch, Worker
 
 if TYPE_CHECKING:
     from mlxk2.cache.inspect import ModelInfo
+    from mlxk2.cache.layout import ResolvedModel
     from mlxk2.engine.load import LoadedModel
-    from mlxk2.resolve import ResolvedModel
 
 log = logging.getLogger("mlxk2.server")
 
