@@ -51,8 +51,9 @@ def quantization_bits(config: dict[str, Any]) -> int | None:
     """MLX's ``quantization`` block (or HF's ``quantization_config``) bit width."""
     for key in ("quantization", "quantization_config"):
         block = config.get(key)
-        if isinstance(block, dict) and isinstance(block.get("bits"), int):
-            return block["bits"]
+        bits = block.get("bits") if isinstance(block, dict) else None
+        if isinstance(bits, int):
+            return bits
     return None
 
 

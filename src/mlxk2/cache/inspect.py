@@ -99,6 +99,7 @@ def inspect_model(resolved: ResolvedModel) -> ModelInfo:
     framework = detect_framework(path, names, config, resolved.repo_id)
     model_type, capabilities = detect_type(path, names, config, resolved.name, framework)
     problem = scan.first_problem()
+    reason: str | None
     if problem is not None:
         runtime_ok, reason = False, problem
     else:

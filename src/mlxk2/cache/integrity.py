@@ -182,6 +182,8 @@ def _walk(scan: ModelScan, folder: Path, prefix: str) -> None:
 
 
 def _escapes(scan: ModelScan, link: str) -> bool:
+    if scan.boundary is None:
+        return False
     target = os.path.join(os.path.dirname(link), os.readlink(link))
     inside = scan.boundary + os.sep
     return not (os.path.normpath(target) + os.sep).startswith(inside) and \

@@ -177,7 +177,7 @@ def _clonefile(src: Path, dst: Path) -> bool:
         result = libc.clonefile(os.fsencode(src), os.fsencode(dst), 0)
     except (OSError, AttributeError):
         return False
-    return result == 0
+    return bool(result == 0)
 
 
 def _move_into(staging: Path, target: Path) -> None:

@@ -78,8 +78,10 @@ def install_demo(
         FilesystemError: the files cannot be written.
     """
     if builder is None:
-        from mlxk2.engine.demo import build_demo_model as builder
-    options = {"preset": preset, "quantize_bits": quantize_bits,
+        from mlxk2.engine.demo import build_demo_model
+
+        builder = build_demo_model
+    options: dict[str, object] = {"preset": preset, "quantize_bits": quantize_bits,
                "chat_template": chat_template, "seed": seed}
     try:
         if path is not None:
