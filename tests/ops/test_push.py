@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.fixtures.cli import run_subprocess
+from tests.fixtures.cli import run_inprocess, run_subprocess
 from tests.fixtures.hub import (
     closed_port_url,
     interrupt_at_stall,
@@ -212,3 +212,9 @@ def test_help_says_files_gone_from_the_folder_stay_unless_delete() -> None:
     text = " ".join(run_inprocess("push", "--help").stdout.split())
     assert "are deleted" not in text
     assert "--delete" in text
+
+
+def test_help_says_files_gone_from_the_folder_are_kept_unless_delete() -> None:
+    help_text = " ".join(run_inprocess("push", "--help").stdout.split())
+    assert "files gone from the folder are deleted" not in help_text
+    assert "no longer has are kept, unless --delete is given" in help_text

@@ -1,11 +1,11 @@
 """Upload a workspace folder to a Hugging Face repo (experimental).
 
-Needs HF_TOKEN. The repo must exist unless --create is given. New and changed files
-are uploaded; files gone from the folder stay on the Hub unless --delete is given;
-nothing is committed when nothing differs. .git, .cache, clone leftovers and the
-patterns in the folder's .hfignore are never uploaded.
---check-only validates the folder locally (no network, no token); with --strict
-it exits 1 when the folder is unhealthy.
+Needs HF_TOKEN. The repo must exist unless --create is given. New and changed
+files are uploaded; files on the Hub that the folder no longer has are kept,
+unless --delete is given, which makes the branch mirror the folder. Nothing is
+committed when nothing differs. .git, .cache, clone leftovers and the patterns
+in the folder's .hfignore are never uploaded. --check-only validates the folder
+locally (no network, no token); with --strict it exits 1 when the folder is unhealthy.
 """
 
 from __future__ import annotations

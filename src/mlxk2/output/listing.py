@@ -32,6 +32,7 @@ def _reason(model: ModelInfo) -> str:
 def render_list(result: ListResult, out: Output, *, show_all: bool = False,
                 reasons: bool = False, verbose: bool = False) -> str:
     models = result.models
+    show_all = show_all or reasons  # asking for the reasons means seeing the models they are on
     shown = models if show_all else tuple(m for m in models if m.runnable)
     hidden = len(models) - len(shown)
     if not shown:
@@ -52,7 +53,7 @@ def render_list(result: ListResult, out: Output, *, show_all: bool = False,
         if reasons or show_all:
             row.append(_reason(m))
         rows.append(row)
-    text = table(headers, rows)
+    text = table(headers, rows, max_width=out.width, truncated=["NAME"], wrapped=["REASON"])
     if hidden:
         text += f"\n({hidden} more not runnable; use --all to show them)"
     return text

@@ -8,7 +8,7 @@ from typing import Any, Protocol, TextIO, TypeVar, runtime_checkable
 
 from mlxk2.errors import MlxkError
 from mlxk2.output.envelope import dumps, error_envelope, success_envelope
-from mlxk2.output.format import color_enabled
+from mlxk2.output.format import color_enabled, terminal_width
 
 
 @runtime_checkable
@@ -31,6 +31,8 @@ class Output:
         self.stdout = stdout or sys.stdout
         self.stderr = stderr or sys.stderr
         self.color = (not json_mode) and color_enabled(self.stdout)
+        #: Columns human tables must fit in; None when nothing limits them (a pipe).
+        self.width = None if json_mode else terminal_width(self.stdout)
 
     def success(self, command: str, data: Data,
                 render: Callable[[Data, Output], str] | None = None) -> int:
