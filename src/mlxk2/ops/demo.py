@@ -128,7 +128,9 @@ def install_demo_embedding(*, seed: int = 0, root: Path | None = None,
         FilesystemError: the files cannot be written.
     """
     if builder is None:
-        from mlxk2.engine.demo import build_demo_embedding_model as builder
+        from mlxk2.engine.demo import build_demo_embedding_model
+
+        builder = build_demo_embedding_model
     root = cache_root() if root is None else root
     try:
         with tempfile.TemporaryDirectory(prefix="mlxk2-demo-") as tmp:

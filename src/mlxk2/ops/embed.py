@@ -14,10 +14,11 @@ from typing import Any
 
 from mlxk2.cache.capabilities import Capability
 from mlxk2.cache.inspect import ModelInfo, inspect_model
+from mlxk2.cache.layout import ResolvedModel
 from mlxk2.cache.rules import require
 from mlxk2.engine.embed import Encoder, load_encoder, matryoshka
 from mlxk2.errors import ModelUnhealthyError, ValidationError
-from mlxk2.resolve import ResolvedModel, resolve
+from mlxk2.resolve import resolve
 
 
 def check_embeddable(spec: str, root: Path | None = None) -> tuple[ResolvedModel, ModelInfo]:
@@ -72,7 +73,7 @@ class EmbeddingRecord:
 
     @property
     def norm(self) -> float:
-        return sum(x * x for x in self.embedding) ** 0.5
+        return float(sum(x * x for x in self.embedding) ** 0.5)
 
     def to_dict(self, model: str) -> dict[str, Any]:
         return {
