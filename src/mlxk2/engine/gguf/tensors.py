@@ -4,7 +4,8 @@ Two paths, picked per file:
 
 - Every tensor is F32, F16, BF16, Q8_0, Q4_0 or Q4_1: ``mx.load`` reads the file
   and returns the quantised types as MLX affine weights (group size 32) with
-  their exact values. Nothing is lost.
+  their exact values (BF16 is taken from the file's bytes instead, since
+  ``mx.load`` rounds it to float16). Nothing is lost.
 - Any other type (K-quants, IQ types): each tensor is memory-mapped and
   dequantised with the ``gguf`` package, llama.cpp's own reference code, then
   quantised again by MLX. The values change, and the result says so.
@@ -104,7 +105,7 @@ def convert_weights(
         import mlx.core as mx
 
         loaded = mx.load(str(header.path))
-        source = _native_arrays(loaded)
+        source = _native_arrays(header, loaded)
     else:
         source = _dequantised_arrays(header, bits, group_size, dtype)
     for done, (tensor, target) in enumerate(tensors, start=1):
@@ -132,8 +133,12 @@ def _mapped(header: GgufHeader) -> Iterator[tuple[TensorInfo, str]]:
         yield tensor, target
 
 
-def _native_arrays(loaded: dict[str, Any]) -> Callable[[TensorInfo], dict[str, Any]]:
+def _native_arrays(
+    header: GgufHeader, loaded: dict[str, Any]
+) -> Callable[[TensorInfo], dict[str, Any]]:
     def arrays(tensor: TensorInfo) -> dict[str, Any]:
+        if tensor.type_name == "BF16":  # mx.load turns BF16 into float16, which is lossy
+            return {"": _bfloat16(header, tensor)}
         if tensor.type_name in FLOAT_TYPES:
             return {"": loaded[tensor.name]}
         base = tensor.name.rsplit(".", 1)[0]
@@ -173,8 +178,7 @@ def _dequantised_arrays(
         if kind == "F16":
             return {"": mx.array(raw.view(np.float16).reshape(tensor.shape))}
         if kind == "BF16":
-            halves = mx.array(raw.view(np.uint16).reshape(tensor.shape))
-            return {"": halves.view(mx.bfloat16)}
+            return {"": _bfloat16(header, tensor)}
         try:
             values = dequantize(raw, GGMLQuantizationType(tensor.type_id))
         except (NotImplementedError, ValueError) as exc:
@@ -192,6 +196,13 @@ def _dequantised_arrays(
         return {"weight": weight, "scales": scales, "biases": biases}
 
     return arrays
+
+
+def _bfloat16(header: GgufHeader, tensor: TensorInfo) -> Any:
+    import mlx.core as mx
+
+    raw = tensor_bytes(header, tensor)
+    return mx.array(raw.view(np.uint16).reshape(tensor.shape)).view(mx.bfloat16)
 
 
 def _quant_params(tensor: TensorInfo, parts: dict[str, Any]) -> Quantized:
