@@ -17,7 +17,7 @@ from typing import Any
 from mlxk2.engine.gguf.architectures import Architecture, architecture_for, build_config, hf_name
 from mlxk2.engine.gguf.reader import GgufHeader, read_header
 from mlxk2.engine.gguf.tensors import LOSSLESS_TYPES, convert_weights
-from mlxk2.engine.gguf.tokenizer import write_tokenizer
+from mlxk2.engine.gguf.tokenizer import check_tokenizer, write_tokenizer
 from mlxk2.errors import ModelIncompatibleError
 
 __all__ = ["GgufHeader", "ImportedModel", "check_importable", "read_header", "write_mlx_model"]
@@ -54,11 +54,7 @@ def check_importable(header: GgufHeader) -> Architecture:
             raise ModelIncompatibleError(
                 f"GGUF tensor type {tensor.type_name} (tensor '{tensor.name}') cannot be read"
             )
-    kind = header.metadata.get("tokenizer.ggml.model")
-    if kind not in ("gpt2", "llama"):
-        raise ModelIncompatibleError(
-            f"GGUF tokenizer model '{kind}' cannot be imported; supported: gpt2, llama"
-        )
+    check_tokenizer(header.metadata)
     return arch
 
 

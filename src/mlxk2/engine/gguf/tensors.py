@@ -104,7 +104,7 @@ def convert_weights(
     if native:
         import mlx.core as mx
 
-        loaded = mx.load(str(header.path))
+        loaded = mx.load(str(header.path), format="gguf")  # Ollama blobs have no extension
         source = _native_arrays(header, loaded)
     else:
         source = _dequantised_arrays(header, bits, group_size, dtype)

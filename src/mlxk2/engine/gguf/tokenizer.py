@@ -50,6 +50,27 @@ class TokenizerFacts:
     chat_template: str | None
 
 
+def check_tokenizer(metadata: dict[str, Any]) -> None:
+    """Refuse, by name, a vocabulary this module cannot rebuild.
+
+    Raises:
+        ModelIncompatibleError: No vocabulary, or an unknown tokenizer model or pre-tokenizer.
+    """
+    if not metadata.get("tokenizer.ggml.tokens"):
+        raise ModelIncompatibleError("The GGUF file has no tokenizer vocabulary")
+    kind = metadata.get("tokenizer.ggml.model")
+    if kind not in ("gpt2", "llama"):
+        raise ModelIncompatibleError(
+            f"GGUF tokenizer model '{kind}' cannot be imported; supported: gpt2, llama"
+        )
+    pre = metadata.get("tokenizer.ggml.pre", "default")
+    known = {*_GPT2_PRE, *_DIGITS_THEN_GPT2_PRE, *_REGEX_PRE}
+    if kind == "gpt2" and pre not in known:
+        raise ModelIncompatibleError(
+            f"GGUF pre-tokenizer '{pre}' cannot be imported; supported: {', '.join(sorted(known))}"
+        )
+
+
 def write_tokenizer(metadata: dict[str, Any], dest: Path, *, context_length: int) -> TokenizerFacts:
     """Write ``tokenizer.json``, ``tokenizer_config.json`` and ``special_tokens_map.json``.
 
@@ -57,21 +78,16 @@ def write_tokenizer(metadata: dict[str, Any], dest: Path, *, context_length: int
         ModelIncompatibleError: No vocabulary, or a tokenizer model or
             pre-tokenizer this importer does not know (named).
     """
-    tokens = metadata.get("tokenizer.ggml.tokens")
-    if not tokens:
-        raise ModelIncompatibleError("The GGUF file has no tokenizer vocabulary")
+    check_tokenizer(metadata)
+    tokens = metadata["tokenizer.ggml.tokens"]
     kind = metadata.get("tokenizer.ggml.model")
     types = list(metadata.get("tokenizer.ggml.token_type") or [1] * len(tokens))
     if kind == "gpt2":
         tokenizer = _byte_level_bpe(metadata, tokens)
         add_bos_default = False
-    elif kind == "llama":
+    else:
         tokenizer = _sentencepiece_bpe(metadata, tokens, types)
         add_bos_default = True
-    else:
-        raise ModelIncompatibleError(
-            f"GGUF tokenizer model '{kind}' cannot be imported; supported: gpt2, llama"
-        )
     _add_whole_tokens(tokenizer, tokens, types)
 
     def token(key: str) -> str | None:
@@ -137,16 +153,11 @@ def _byte_level_bpe(metadata: dict[str, Any], tokens: list[str]) -> Any:
             pre_tokenizers.Digits(individual_digits=True),
             pre_tokenizers.ByteLevel(add_prefix_space=False),
         ])
-    elif pre in _REGEX_PRE:
+    else:  # check_tokenizer let only the known splits through
         tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
             pre_tokenizers.Split(Regex(_REGEX_PRE[pre]), behavior="isolated"),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ])
-    else:
-        known = sorted({*_GPT2_PRE, *_DIGITS_THEN_GPT2_PRE, *_REGEX_PRE})
-        raise ModelIncompatibleError(
-            f"GGUF pre-tokenizer '{pre}' cannot be imported; supported: {', '.join(known)}"
-        )
     tokenizer.decoder = decoders.ByteLevel()
     return tokenizer
 
