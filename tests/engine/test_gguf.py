@@ -172,3 +172,44 @@ def test_smollm2_chat_template_and_special_tokens_come_from_the_gguf(smollm2_dir
     assert (config["bos_token"], config["eos_token"]) == ("<|im_start|>", "<|im_end|>")
     assert config["added_tokens_decoder"]["2"]["special"] is True
     assert generation["eos_token_id"] == 2
+
+
+def _sentencepiece_metadata() -> dict[str, Any]:
+    """A small SentencePiece-style vocabulary: byte tokens, letters, scored merges."""
+    space = "\u2581"
+    words = [space, "e", "h", "l", "o", "w", "r", "d", "a", "c", "f", "é", "n", "ï", "v",
+             space + "h", "he", space + "he", "ll", "llo", space + "hello", space + "w", "or",
+             space + "wor", space + "world", "ca", space + "ca", "fé", space + "café", "日", "本"]
+    tokens = ["<unk>", "<s>", "</s>", *(f"<0x{b:02X}>" for b in range(256)), *words]
+    return {
+        "tokenizer.ggml.model": "llama",
+        "tokenizer.ggml.tokens": tokens,
+        "tokenizer.ggml.scores": [0.0] * 259 + [-float(i) for i in range(len(words))],
+        "tokenizer.ggml.token_type": [2, 3, 3] + [6] * 256 + [1] * len(words),
+        "tokenizer.ggml.bos_token_id": 1,
+        "tokenizer.ggml.eos_token_id": 2,
+        "tokenizer.ggml.unknown_token_id": 0,
+    }
+
+
+def test_sentencepiece_vocabularies_match_transformers_and_fall_back_to_bytes(tmp_path):
+    from tokenizers import Tokenizer
+    from transformers.integrations.gguf.gguf_tokenizer_mapping import convert_gguf_tokenizer
+
+    from mlxk2.engine.gguf.tokenizer import write_tokenizer
+
+    metadata = _sentencepiece_metadata()
+    write_tokenizer(metadata, tmp_path, context_length=128)
+    ours = Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    reference, _ = convert_gguf_tokenizer("llama", {
+        "tokenizer_type": "llama", "tokens": metadata["tokenizer.ggml.tokens"],
+        "scores": metadata["tokenizer.ggml.scores"],
+        "token_type": metadata["tokenizer.ggml.token_type"],
+    })
+    for text in ("hello world", "Hello  café naïve 日本語 🙂\t end\n\nx"):
+        ids = ours.encode(text, add_special_tokens=False).ids
+        assert ids == reference.encode(text, add_special_tokens=False).ids, text
+        assert ours.decode(ids) == text
+    assert ours.encode("hello").ids[0] == 1  # llama.cpp adds BOS to a SentencePiece vocabulary
+    emoji = ours.encode("🙂", add_special_tokens=False).tokens
+    assert emoji == ["\u2581", "<0xF0>", "<0x9F>", "<0x99>", "<0x82>"]
