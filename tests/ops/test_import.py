@@ -257,3 +257,24 @@ def test_a_killed_import_leaves_nothing_healthy_and_the_next_one_cleans_up(tmp_p
     import_gguf(str(source.path), str(tmp_path / "ws"), root=tmp_path / "hub")
     assert not staging.exists()
     assert check_integrity(tmp_path / "ws") is None
+
+
+def test_cheap_commands_on_a_gguf_model_never_import_the_gguf_reader(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.fixtures.cli import cli_env
+
+    write_tiny_gguf(tmp_path / "src" / "tiny.gguf")
+    store_snapshot(tmp_path / "home" / "hub", "someone/tiny-GGUF", tmp_path / "src")
+    probe = (
+        "import sys\nfrom mlxk2.cli import main\n"
+        "main(sys.argv[1:])\n"
+        "loaded = [m for m in ('gguf', 'numpy', 'tokenizers', 'mlx') if m in sys.modules]\n"
+        "sys.stderr.write('LOADED=' + ','.join(loaded))\n"
+    )
+    for argv in (["list", "--all"], ["show", "tiny-GGUF"], ["health"]):
+        proc = subprocess.run([sys.executable, "-c", probe, *argv], env=cli_env(tmp_path / "home"),
+                              capture_output=True, text=True, timeout=60)
+        assert "LOADED=" in proc.stderr, proc.stderr
+        assert proc.stderr.rsplit("LOADED=", 1)[1].strip() == "", argv
