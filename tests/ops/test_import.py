@@ -130,8 +130,10 @@ def test_a_folder_with_several_gguf_files_asks_for_one(tmp_path):
         ({"tied": True, "extra_tensor": ("output.weight", "Q8_K")}, ModelIncompatibleError,
          "Q8_K"),
         ({"pre_tokenizer": "mystery"}, ModelIncompatibleError, "pre-tokenizer 'mystery'"),
+        ({"split_count": 3}, ModelIncompatibleError, "split into 3 files"),
     ],
-    ids=["unknown-architecture", "unknown-tensor", "unreadable-type", "unknown-pre-tokenizer"],
+    ids=["unknown-architecture", "unknown-tensor", "unreadable-type", "unknown-pre-tokenizer",
+         "split-file"],
 )
 def test_refusals_name_the_problem_and_write_nothing(tmp_path, options, error, message):
     source = write_tiny_gguf(tmp_path / "bad.gguf", **options)

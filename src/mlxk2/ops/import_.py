@@ -48,7 +48,6 @@ class ImportPlan:
     target_dir: Path
     architecture: str
     tensor_types: dict[str, int]
-    lossless_source: bool  # every tensor is a type MLX loads exactly
     bits: int | None = None
     group_size: int | None = None
     dtype: str | None = None
@@ -133,8 +132,7 @@ def plan_import(
     types: dict[str, int] = {}
     for tensor in header.tensors:
         types[tensor.type_name] = types.get(tensor.type_name, 0) + 1
-    lossless_source = set(types) <= LOSSLESS_TYPES
-    if lossless_source and (bits is not None or group_size is not None):
+    if set(types) <= LOSSLESS_TYPES and (bits is not None or group_size is not None):
         raise ValidationError(
             "--bits and --group-size only apply to GGUF types MLX cannot load exactly; "
             f"every tensor here is {', '.join(sorted(types))}, kept as it is"
@@ -146,7 +144,6 @@ def plan_import(
         target_dir=target_dir,
         architecture=arch.name,
         tensor_types=dict(sorted(types.items())),
-        lossless_source=lossless_source,
         bits=bits,
         group_size=group_size,
         dtype=dtype,

@@ -45,6 +45,12 @@ def check_importable(header: GgufHeader) -> Architecture:
             or tensor type, named.
     """
     arch = architecture_for(header.architecture)
+    splits = int(header.metadata.get("split.count", 1))
+    if splits > 1:
+        raise ModelIncompatibleError(
+            f"{header.path.name} is one part of a GGUF split into {splits} files, "
+            "which cannot be imported yet; merge it with llama.cpp's gguf-split first"
+        )
     for tensor in header.tensors:
         if hf_name(tensor.name) is None:
             raise ModelIncompatibleError(
