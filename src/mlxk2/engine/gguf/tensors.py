@@ -95,7 +95,7 @@ def convert_weights(
 
     Raises:
         ModelIncompatibleError: A tensor type that cannot be read, naming the type
-            and the tensor; a tensor mlx-lm has no parameter for.
+            and the tensor (``check_importable`` has refused unmapped tensors already).
     """
     report = progress or (lambda stage, done, total: None)
     weights = Weights(source_types=Counter(t.type_name for t in header.tensors))
@@ -193,6 +193,7 @@ def _dequantised_arrays(
         weight, scales, biases = mx.quantize(
             dense.astype(scale_dtype), group_size=group, bits=width
         )
+        mx.eval(weight, scales, biases)  # frees the float copy now, not at save time
         return {"weight": weight, "scales": scales, "biases": biases}
 
     return arrays
