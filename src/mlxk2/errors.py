@@ -121,3 +121,7 @@ class InternalError(MlxkError):
     error_type = "InternalError"
     exit_code = 1
 
+
+
+class RankLostError(OperationError):
+    """A rank of a distributed run died or stopped answering; the run cannot go on."""
