@@ -21,6 +21,8 @@ from mlxk2.errors import RankLostError, ValidationError
 
 if TYPE_CHECKING:
     from mlxk2.engine.distributed import Group, Leader
+    from mlxk2.server._state import ServerState
+    from mlxk2.server.distributed import DistributedWorker
 
 #: Default seconds a collective may wait for the other ranks before rank 0
 #: gives up on them: longer than one prefill step of a large model over Ethernet.
@@ -118,7 +120,39 @@ def _exit_soon(group: Group,
 
 def _hard_exit(error: RankLostError) -> None:
     """End a process whose MLX thread is stuck in a collective (it cannot be joined)."""
-    print(f"Error: {error.message}", file=sys.stderr)
-    sys.stdout.flush()
-    sys.stderr.flush()
+    try:
+        print(f"Error: {error.message}", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):  # the launcher that read our output is gone
+        pass
     os._exit(error.exit_code)
+
+
+class ServeFault:
+    """What a distributed server does when a rank is lost: 503 for everything, end the streams.
+
+    The process then exits (:data:`FAULT_EXIT_AFTER`) with the error's code.
+    """
+
+    def __init__(self) -> None:
+        self.state: ServerState | None = None
+        self.worker: DistributedWorker | None = None
+
+    def report(self, error: RankLostError) -> None:
+        from mlxk2.server.distributed import rank_lost
+
+        if self.state is not None:
+            self.state.fail(rank_lost(error))
+        if self.worker is not None:
+            self.worker.end_streams(error)
+
+
+def serving_worker(leader: Leader, fault: ServeFault) -> DistributedWorker:
+    """Rank 0's MLX worker, registered with ``fault`` so a fault can end its streams."""
+    from mlxk2.engine.distributed import launch_environment
+    from mlxk2.server.distributed import DistributedWorker
+
+    worker = DistributedWorker(leader, launch_environment())
+    fault.worker = worker
+    return worker

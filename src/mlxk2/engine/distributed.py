@@ -218,17 +218,18 @@ class Group:
         since = self.waiting_since
         return 0.0 if since is None else time.monotonic() - since
 
-    def share(self, payload: bytes | None) -> bytes:
+    def share(self, payload: bytes | None, patient: bool = False) -> bytes:
         """Rank 0's ``payload`` on every rank (the others pass None).
 
         The length goes first, so the receivers can size their zeros.
         """
         import mlx.core as mx
 
+        stream = _generation_stream()
         size = len(payload) if payload is not None and self.rank == 0 else 0
-        with self.collective():
+        with self.collective(patient):
             total = mx.distributed.all_sum(mx.array(size, dtype=mx.int64), group=self._group,
-                                           stream=_generation_stream())
+                                           stream=stream)
             length = int(total.item())
             if length == 0:
                 return b""
@@ -236,7 +237,7 @@ class Group:
                 data = mx.array(memoryview(payload), dtype=mx.uint8)
             else:
                 data = mx.zeros(length, dtype=mx.uint8)
-            shared = mx.distributed.all_sum(data, group=self._group, stream=_generation_stream())
+            shared = mx.distributed.all_sum(data, group=self._group, stream=stream)
             mx.eval(shared)
         return bytes(memoryview(shared))
 
@@ -432,8 +433,10 @@ def follow(group: Group) -> None:
         RankLostError: rank 0 (or another rank) stopped answering.
     """
     batches: dict[int, ModelBatch] = {}
+    first = True  # rank 0 may take its time (imports, checks) before it first speaks
     while True:
-        op: Op = pickle.loads(group.share(None))
+        op: Op = pickle.loads(group.share(None, patient=first))
+        first = False
         if isinstance(op, Stop):
             for batch in batches.values():
                 batch.close()

@@ -13,6 +13,7 @@ from mlxk2.errors import (
     ModelIncompatibleError,
     ModelNotFoundError,
     ModelUnhealthyError,
+    RankLostError,
     ValidationError,
 )
 
@@ -71,6 +72,7 @@ _TABLE: dict[type[BaseException], tuple[int, str, str]] = {
     ModelUnhealthyError: (400, "invalid_request_error", "model_unhealthy"),
     ModelIncompatibleError: (400, "invalid_request_error", "model_incompatible"),
     ValidationError: (400, "invalid_request_error", "invalid_value"),
+    RankLostError: (503, "server_error", "rank_lost"),
 }
 
 INTERNAL_MESSAGE = "The server failed to process the request."
