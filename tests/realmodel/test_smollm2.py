@@ -16,10 +16,11 @@ from typing import Any
 import pytest
 
 from mlxk2.engine.chat import build_prompt_tokens
-from mlxk2.engine.generate import Finished, TextChunk, generate
+from mlxk2.engine.events import Delta, Finished
+from mlxk2.engine.generate import generate
 from mlxk2.engine.sampling import SamplingParams
 from tests.fixtures.cli import cli_env, run_subprocess
-from tests.server.conftest import free_port, raw_request
+from tests.fixtures.server import free_port, raw_request
 
 CAPITAL = "What is the capital of France? Answer in one sentence."
 
@@ -28,8 +29,8 @@ def reply(loaded: Any, messages: list[dict[str, str]], **kwargs: Any) -> tuple[s
     prompt = build_prompt_tokens(loaded.tokenizer, messages)
     *chunks, done = generate(loaded, prompt, SamplingParams(), **kwargs)
     assert isinstance(done, Finished)
-    assert all(isinstance(c, TextChunk) for c in chunks)
-    return "".join(c.text for c in chunks), done
+    assert all(isinstance(c, Delta) for c in chunks)
+    return "".join(c.content for c in chunks), done
 
 
 def test_greedy_answer_to_the_capital_of_france_is_paris(smollm2):
@@ -56,7 +57,7 @@ def test_imported_model_decodes_token_for_token_like_raw_mlx_lm(smollm2, smollm2
     assert ours == list(prompt)
     assert list(done.token_ids) == raw_tokens[: len(done.token_ids)]
     assert len(done.token_ids) == len(raw_tokens) or done.finish_reason == "stop"
-    assert "".join(c.text for c in chunks) == raw_text.split("<|im_end|>")[0]
+    assert "".join(c.content for c in chunks) == raw_text.split("<|im_end|>")[0]
 
 
 def test_a_second_turn_recalls_the_name_given_in_the_first(smollm2, smollm2_dir, tmp_path):
