@@ -54,7 +54,7 @@ class ConstraintSpec:
 
     @classmethod
     def json_schema(cls, schema: dict[str, Any]) -> ConstraintSpec:
-        return cls("json_schema", json.dumps(schema, sort_keys=True))
+        return cls("json_schema", json.dumps(schema))
 
 
 JSON_OBJECT = ConstraintSpec("json_object")
