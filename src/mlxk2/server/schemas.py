@@ -7,7 +7,7 @@ field with the wrong type is a 400. ``strict`` stops pydantic from turning
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -32,6 +32,10 @@ class ChatMessage(BaseModel):
     model_config = _STRICT
     role: Role
     content: str | list[TextPart] | None = None
+    #: An assistant turn's calls, OpenAI-shaped (checked when the prompt is built).
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+    name: str | None = None
 
     def text(self) -> str:
         """The message text, with text parts joined; other part types are a 400 upstream."""
@@ -72,9 +76,19 @@ class SamplingFields(BaseModel):
     seed: Annotated[int, Field(ge=0, le=2**64 - 1)] | None = None  # mx.random.seed's range
     stop: StopField = None
     # OpenAI treats null as "the default"; some front ends send n/stream as null.
-    n: int | None = 1
+    n: Annotated[int, Field(ge=1)] | None = 1
     stream: bool | None = False
     stream_options: StreamOptions | None = None
+    #: ``{"type": "text" | "json_object" | "json_schema", ...}``, translated in
+    #: :mod:`mlxk2.server.endpoints._openai` so each problem names its field.
+    response_format: dict[str, Any] | None = None
+
+    def choices(self) -> int:
+        return self.n or 1
+
+    def top_logprobs_wanted(self) -> int | None:
+        """Alternatives per token to report; None: no log-probabilities at all."""
+        return None
 
     def stop_strings(self) -> tuple[str, ...]:
         """``stop`` as a tuple without empty strings (an empty stop would end at once)."""
@@ -91,9 +105,22 @@ class SamplingFields(BaseModel):
         return self.max_tokens
 
 
+TopLogprobs = Annotated[int, Field(ge=0, le=20)]
+
+
 class ChatCompletionRequest(SamplingFields):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    logprobs: bool | None = None
+    top_logprobs: TopLogprobs | None = None
+    audio: dict[str, Any] | None = None
+    modalities: list[str] | None = None
+
+    def top_logprobs_wanted(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
 
     def token_limit(self) -> int | None:
         """``max_completion_tokens`` is the newer name; either one caps the output."""
@@ -102,4 +129,11 @@ class ChatCompletionRequest(SamplingFields):
 
 class CompletionRequest(SamplingFields):
     prompt: str | list[str] | list[int]
-    echo: Literal[False] = False
+    echo: bool | None = None
+    suffix: str | None = None
+    best_of: Annotated[int, Field(ge=1)] | None = None
+    #: The legacy form: how many alternatives per token (0: the sampled token's only).
+    logprobs: TopLogprobs | None = None
+
+    def top_logprobs_wanted(self) -> int | None:
+        return self.logprobs
