@@ -66,7 +66,8 @@ class Finished:
     (``max_tokens`` reached) or ``"tool_calls"`` (it stopped after calling tools).
     ``completion_tokens`` counts every token the model produced, a final stop
     token included, and ``token_ids`` lists them;
-    ``cached_tokens`` is the part of the prompt reused from the prompt cache.
+    ``cached_tokens`` is the part of the prompt reused from the prompt cache;
+    ``stop_sequence`` is the stop string that ended the reply, if one did.
     Timings run from the moment the request joined its batch: ``ttft_s`` to the
     first token, ``generation_s`` to the end; ``decode_s`` from the first token to
     the last. ``load_s`` is how long the model took to load.
@@ -82,6 +83,7 @@ class Finished:
     generation_s: float = 0.0
     load_s: float = 0.0
     choice: int = 0
+    stop_sequence: str | None = None
 
     @property
     def tokens_per_s(self) -> float:

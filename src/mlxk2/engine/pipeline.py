@@ -195,4 +195,5 @@ class TokenPipeline:
             generation_s=ended - self._started,
             load_s=self._load_s,
             choice=self._choice,
+            stop_sequence=self._stops.matched,
         )

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
 from mlxk2.server._state import ServerState, state_of
-from mlxk2.server.errors import BadRequestError, BodyTooLargeError
+from mlxk2.server.errors import BadRequestError, BodyTooLargeError, ContextLengthExceededError
 from mlxk2.server.provider import LoadedEntry
 from mlxk2.server.schemas import SamplingFields
 
@@ -99,6 +99,11 @@ def token_budget(state: ServerState, entry: LoadedEntry, prompt_len: int,
     """
     from mlxk2.engine.generate import TokenBudget, plan_max_tokens
 
+    context = entry.loaded.context_length
+    if context is not None and prompt_len >= context:
+        raise ContextLengthExceededError(
+            f"The prompt has {prompt_len} tokens; the model's context holds {context}, "
+            "leaving no room for a reply.")
     cap = state.config.max_tokens
     allowed = requested
     if cap is not None:

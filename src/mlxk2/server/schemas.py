@@ -137,3 +137,63 @@ class CompletionRequest(SamplingFields):
 
     def top_logprobs_wanted(self) -> int | None:
         return self.logprobs
+
+
+class ResponsesRequest(SamplingFields):
+    """``POST /v1/responses``; items and tools are translated in its endpoint module."""
+
+    input: str | list[dict[str, Any]] | None = None
+    instructions: str | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    text: dict[str, Any] | None = None
+    max_output_tokens: Annotated[int, Field(ge=1)] | None = None
+    store: bool | None = None
+    previous_response_id: str | None = None
+    reasoning: dict[str, Any] | None = None
+    include: list[str] | None = None
+    metadata: dict[str, str] | None = None
+    prompt_cache_key: str | None = None
+    user: str | None = None
+    # Fields that would change the output and are not implemented (a 400 each).
+    background: bool | None = None
+    truncation: str | None = None
+    conversation: Any = None
+    prompt: dict[str, Any] | None = None
+    max_tool_calls: int | None = None
+    top_logprobs: int | None = None
+
+    def token_limit(self) -> int | None:
+        return self.max_output_tokens or self.max_tokens
+
+
+class MessagesRequest(SamplingFields):
+    """``POST /v1/messages`` (Anthropic); blocks and tools are translated in its endpoint module."""
+
+    model: str
+    max_tokens: Annotated[int, Field(ge=1)]
+    messages: Annotated[list[dict[str, Any]], Field(min_length=1)]
+    system: str | list[dict[str, Any]] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: dict[str, Any] | None = None
+    stop_sequences: Annotated[list[str], Field(max_length=16)] | None = None
+    temperature: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    metadata: dict[str, Any] | None = None
+    thinking: dict[str, Any] | None = None
+    service_tier: str | None = None
+
+    def stop_strings(self) -> tuple[str, ...]:
+        return (*super().stop_strings(), *(s for s in (self.stop_sequences or []) if s))
+
+
+class CountTokensRequest(BaseModel):
+    """``POST /v1/messages/count_tokens``: a Messages request without ``max_tokens``."""
+
+    model_config = _STRICT
+    model: str
+    messages: Annotated[list[dict[str, Any]], Field(min_length=1)]
+    system: str | list[dict[str, Any]] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: dict[str, Any] | None = None
+    thinking: dict[str, Any] | None = None
