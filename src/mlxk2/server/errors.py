@@ -102,7 +102,10 @@ _ANTHROPIC_KINDS = {400: "invalid_request_error", 401: "authentication_error",
 
 
 def anthropic_body(status: int, body: dict[str, Any]) -> dict[str, Any]:
-    """An OpenAI error body in Anthropic's shape: ``{"type": "error", "error": {type, message}}``."""
+    """An OpenAI error body in Anthropic's shape.
+
+    That is ``{"type": "error", "error": {"type": ..., "message": ...}}``.
+    """
     kind = _ANTHROPIC_KINDS.get(status, "invalid_request_error" if status < 500 else "api_error")
     return {"type": "error", "error": {"type": kind, "message": body["error"]["message"]}}
 
