@@ -182,6 +182,9 @@ class MessagesRequest(SamplingFields):
     metadata: dict[str, Any] | None = None
     thinking: dict[str, Any] | None = None
     service_tier: str | None = None
+    # Fields that would change the output and are not implemented (a 400 each).
+    mcp_servers: list[dict[str, Any]] | None = None
+    container: Any = None
 
     def stop_strings(self) -> tuple[str, ...]:
         return (*super().stop_strings(), *(s for s in (self.stop_sequences or []) if s))

@@ -71,6 +71,10 @@ class MessagesTurn:
 
 def messages_turn(req: MessagesRequest | CountTokensRequest) -> MessagesTurn:
     """Translate a Messages body; every unsupported block or field is a 400 naming it."""
+    if isinstance(req, MessagesRequest):
+        for name in ("mcp_servers", "container"):
+            if getattr(req, name) is not None:
+                raise BadRequestError(f"'{name}' is not supported by this server.", param=name)
     thinking = (req.thinking or {}).get("type")
     if thinking not in (None, "enabled", "disabled", "adaptive"):
         raise BadRequestError(f"thinking type {thinking!r} is not supported.",
