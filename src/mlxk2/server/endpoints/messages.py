@@ -298,9 +298,9 @@ class MessagesWire:
                     open_kind = None
                 if isinstance(event, ToolCall):
                     index += 1
-                    block = {**_tool_use(event), "input": {}}
+                    use: dict[str, Any] = {**_tool_use(event), "input": {}}
                     yield _sse("content_block_start", {"type": "content_block_start",
-                                                       "index": index, "content_block": block})
+                                                       "index": index, "content_block": use})
                     yield _sse("content_block_delta", {
                         "type": "content_block_delta", "index": index,
                         "delta": {"type": "input_json_delta",

@@ -272,9 +272,10 @@ def _text_format(text: dict[str, Any] | None) -> Any:
 
 
 def _usage(done: Finished) -> dict[str, Any]:
+    """OpenAI's Responses usage; the core does not count reasoning tokens apart (0)."""
     return {
         "input_tokens": done.prompt_tokens,
-        "input_tokens_details": {"cached_tokens": done.cached_tokens},
+        "input_tokens_details": {"cached_tokens": done.cached_tokens, "cache_write_tokens": 0},
         "output_tokens": done.completion_tokens,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": done.prompt_tokens + done.completion_tokens,
@@ -427,9 +428,13 @@ class _ResponseEvents:
                 else:
                     for text in self._close():
                         yield text
-                    _, error = to_status_and_body(event.error)
-                    failure = {"code": error["error"]["code"] or "server_error",
-                               "message": error["error"]["message"]}
+                    status, error = to_status_and_body(event.error)
+                    # The API's closed list of codes: ours goes into the message.
+                    code = "invalid_prompt" if status < 500 else "server_error"
+                    message = error["error"]["message"]
+                    if error["error"]["code"]:
+                        message = f"{message} ({error['error']['code']})"
+                    failure = {"code": code, "message": message}
                     yield self._event("response.failed", response=self.wire.response(
                         "failed", self.output, error=failure))
             ended = True
@@ -448,7 +453,7 @@ class _ResponseEvents:
         (self.reasoning if kind == "reasoning" else self.content).append(text)
         delta = "response.reasoning_text.delta" if kind == "reasoning" \
             else "response.output_text.delta"
-        extra = {} if kind == "reasoning" else {"logprobs": []}
+        extra: dict[str, Any] = {} if kind == "reasoning" else {"logprobs": []}
         return [*events, self._event(delta, item_id=self.open["id"], output_index=len(self.output),
                                      content_index=0, delta=text, **extra)]
 
