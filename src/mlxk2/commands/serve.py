@@ -68,6 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Keep the KV cache of the last N requests per model, so a prompt "
                              "that begins like one of them (the next turn of a chat) skips "
                              "that part of prefill; 0 turns it off (default: 16)")
+    parser.add_argument("--max-n", type=_positive, default=8, metavar="N",
+                        help="Most choices (n) one request may ask for (default: 8)")
     parser.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error", "critical"])
     parser.add_argument("--log-json", action="store_true", help="Log one JSON object per line")
@@ -89,6 +91,7 @@ def handle(args: argparse.Namespace, out: Output) -> int:
         max_concurrency=args.max_concurrency,
         max_queue=max(0, args.max_queue),
         prompt_cache=max(0, args.prompt_cache),
+        max_n=args.max_n,
         log_level=args.log_level,
         log_json=args.log_json,
     )
