@@ -16,7 +16,7 @@ import pytest
 
 from tests.fixtures.json_schemas import SCHEMAS
 from tests.fixtures.models import CHAT
-from tests.server.conftest import LiveServer, raw_request, sse_events
+from tests.fixtures.server import LiveServer, raw_request, sse_events
 
 ASK = [{"role": "user", "content": "Describe it as JSON."}]
 WEATHER = {"type": "function", "function": {
