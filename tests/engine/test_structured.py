@@ -189,3 +189,15 @@ def test_a_template_that_takes_tools_gets_them_and_structured_tool_turns(demo_ca
     tokens = build_tool_prompt(tokenizer, messages, [WEATHER], ToolChoice("auto"))
     assert tokenizer.decode(tokens) == ("TOOL get_weather;[user]Weather?[assistant]"
                                         "CALL get_weather Oslo[tool]sunny[assistant]")
+
+
+def test_llguidance_is_imported_only_for_a_constraint_or_logprobs():
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "import mlxk2.engine.generate, mlxk2.server.endpoints.chat, mlxk2.ops.run\n"
+            "print('llguidance' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "False"
