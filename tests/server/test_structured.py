@@ -16,7 +16,7 @@ import pytest
 
 from tests.fixtures.json_schemas import SCHEMAS
 from tests.fixtures.models import CHAT
-from tests.server.conftest import LiveServer, raw_request, sse_events
+from tests.fixtures.server import LiveServer, raw_request, sse_events
 
 ASK = [{"role": "user", "content": "Describe it as JSON."}]
 WEATHER = {"type": "function", "function": {
@@ -206,3 +206,122 @@ def test_bad_tools_are_400_naming_the_field(live, body, param):
     response = raw_request(live.url, "POST", "/v1/chat/completions", body=request)
     assert response.status == 400
     assert response.json()["error"]["param"] == param
+
+
+def test_logprobs_equal_mlx_lm_log_softmax_in_a_greedy_run(live, tiny_chat, chat_tokenizer):
+    import mlx.core as mx
+    from mlx_lm.generate import generate_step
+
+    from mlxk2.engine.chat import build_prompt_tokens
+
+    response = chat(live, messages=ASK, max_tokens=8, logprobs=True, top_logprobs=3)
+    content = response.choices[0].logprobs.content
+    assert len(content) == 8
+    prompt = mx.array(build_prompt_tokens(chat_tokenizer, ASK))
+    steps = generate_step(prompt, tiny_chat.model, max_tokens=8,
+                          sampler=lambda lp: mx.argmax(lp, axis=-1))
+    for entry, (token, logprobs) in zip(content, steps, strict=True):
+        assert entry.logprob == pytest.approx(float(logprobs[int(token)]), abs=2e-2)
+        assert len(entry.top_logprobs) == 3
+        assert entry.top_logprobs[0].logprob == pytest.approx(entry.logprob)
+        values = [alt.logprob for alt in entry.top_logprobs]
+        assert values == sorted(values, reverse=True)
+    text = b"".join(bytes(e.bytes) for e in content).decode(errors="replace")
+    assert text == response.choices[0].message.content
+
+
+def test_streamed_logprobs_match_the_whole_answer(live):
+    whole = chat(live, max_tokens=10, logprobs=True, top_logprobs=2)
+    stream = chat(live, max_tokens=10, logprobs=True, top_logprobs=2, stream=True)
+    pieces = [e for c in stream if c.choices and c.choices[0].logprobs
+              for e in c.choices[0].logprobs.content]
+    assert [(e.token, e.logprob) for e in pieces] == \
+        [(e.token, e.logprob) for e in whole.choices[0].logprobs.content]
+
+
+def test_completions_report_legacy_logprobs(live):
+    response = live.client().completions.create(model=CHAT, prompt="Once upon", max_tokens=5,
+                                                temperature=0, logprobs=2)
+    logprobs = response.choices[0].logprobs
+    assert len(logprobs.tokens) == len(logprobs.token_logprobs) == 5
+    assert all(len(top) <= 2 for top in logprobs.top_logprobs)
+    assert "".join(logprobs.tokens) == response.choices[0].text
+    assert logprobs.text_offset == sorted(logprobs.text_offset)
+
+
+def test_n_choices_share_the_prompt_and_a_seed_reproduces_them(live):
+    ask = {"n": 3, "temperature": 1.0, "seed": 7, "max_tokens": 12}
+    first, again = chat(live, **ask), chat(live, **ask)
+    texts = [c.message.content for c in first.choices]
+    assert [c.index for c in first.choices] == [0, 1, 2]
+    assert texts == [c.message.content for c in again.choices]
+    assert len(set(texts)) > 1
+    one = chat(live, **{**ask, "n": 1})
+    assert first.usage.prompt_tokens == one.usage.prompt_tokens
+    assert 3 <= first.usage.completion_tokens <= 3 * 12
+    assert first.usage.total_tokens == first.usage.prompt_tokens + first.usage.completion_tokens
+
+
+def test_streamed_n_choices_each_finish(live):
+    stream = chat(live, n=2, temperature=1.0, seed=3, max_tokens=6, stream=True,
+                  stream_options={"include_usage": True})
+    finishes, usage = {}, None
+    for chunk in stream:
+        for choice in chunk.choices:
+            if choice.finish_reason:
+                finishes[choice.index] = choice.finish_reason
+        usage = chunk.usage or usage
+    assert sorted(finishes) == [0, 1]
+    assert usage is not None and usage.completion_tokens <= 12
+
+
+@pytest.mark.parametrize("path,body,param", [
+    ("/v1/completions", {"prompt": "hi", "suffix": "end"}, "suffix"),
+    ("/v1/completions", {"prompt": "hi", "best_of": 2}, "best_of"),
+    ("/v1/completions", {"prompt": "hi", "echo": True}, "echo"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]}, "messages.0.content"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": [
+        {"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}]}]},
+     "messages.0.content"),
+    ("/v1/chat/completions", {"messages": ASK, "audio": {"voice": "alloy"}}, "audio"),
+    ("/v1/chat/completions", {"messages": ASK, "response_format": {"type": "sound"}},
+     "response_format"),
+    ("/v1/chat/completions", {"messages": ASK, "tools": [{"type": "code_interpreter"}]},
+     "tools.0.type"),
+    ("/v1/chat/completions", {"messages": ASK, "top_logprobs": 2}, "top_logprobs"),
+    ("/v1/chat/completions", {"messages": ASK, "logprobs": True, "top_logprobs": 21},
+     "top_logprobs"),
+])
+def test_fields_that_would_change_the_output_are_400_naming_them(live, path, body, param):
+    response = raw_request(live.url, "POST", path, body={"model": CHAT, "max_tokens": 3, **body})
+    assert response.status == 400, response.body
+    assert response.json()["error"]["param"] == param
+
+
+def test_every_response_and_chunk_has_the_system_fingerprint(live):
+    response = chat(live, max_tokens=3)
+    assert response.system_fingerprint.startswith("mlxk2-")
+    text = live.client().completions.create(model=CHAT, prompt="x", max_tokens=2)
+    assert text.system_fingerprint == response.system_fingerprint
+    events = sse_events(live.url, "/v1/chat/completions",
+                        {"model": CHAT, "messages": ASK, "max_tokens": 3, "stream": True})
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert {c["system_fingerprint"] for c in chunks} == {response.system_fingerprint}
+
+
+def test_a_max_tokens_cut_to_the_context_is_marked_in_a_header(live, chat_tokenizer):
+    from mlxk2.engine.chat import build_prompt_tokens
+
+    context = 2048  # the demo model's
+    long = [{"role": "user", "content": "the river " * 503}]
+    room = context - len(build_prompt_tokens(chat_tokenizer, long))
+    assert 0 < room < 40
+    body = {"model": CHAT, "messages": long, "temperature": 0}
+    for stream in (False, True):
+        response = raw_request(live.url, "POST", "/v1/chat/completions",
+                               body={**body, "stream": stream, "max_tokens": 5000})
+        assert response.headers["x-mlxk2-max-tokens-clamped"] == f"5000->{room}"
+    fits = raw_request(live.url, "POST", "/v1/chat/completions",
+                       body={**body, "max_tokens": room})
+    assert "x-mlxk2-max-tokens-clamped" not in fits.headers

@@ -79,6 +79,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Keep the last N stored /v1/responses answers in memory for "
                              "previous_response_id and GET/DELETE; 0 stores none "
                              "(default: 256)")
+    parser.add_argument("--max-n", type=_positive, default=8, metavar="N",
+                        help="Most choices (n) one request may ask for (default: 8)")
     parser.add_argument("--shutdown-grace", default="10s", metavar="DURATION",
                         help="After SIGINT/SIGTERM, refuse new requests (503) and give running "
                              "ones this long to finish before aborting them: 0, 30s, 2m, "
@@ -105,6 +107,7 @@ def handle(args: argparse.Namespace, out: Output) -> int:
         max_queue=max(0, args.max_queue),
         prompt_cache=max(0, args.prompt_cache),
         responses_store=max(0, args.responses_store),
+        max_n=args.max_n,
         log_level=args.log_level,
         log_json=args.log_json,
         shutdown_grace=parse_duration(args.shutdown_grace),

@@ -135,7 +135,8 @@ class GrammarCompiler:
         grammar = _grammar_text(spec)
         matcher = LLMatcher(self._tokenizer, grammar, log_level=0)
         if matcher.is_error():
-            raise ConstraintError(f"The grammar cannot be compiled: {matcher.get_error()}")
+            what = "grammar" if spec.kind == "lark" else "JSON schema"
+            raise ConstraintError(f"The {what} cannot be compiled: {matcher.get_error()}")
         with self._lock:
             self._compiled[spec] = matcher
             while len(self._compiled) > GRAMMAR_CACHE_SIZE:

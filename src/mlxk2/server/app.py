@@ -19,6 +19,7 @@ from mlxk2.server._runs import ClientGoneError
 from mlxk2.server._state import Admission, ServerState
 from mlxk2.server.auth import ApiKeyGate
 from mlxk2.server.config import ServerConfig
+from mlxk2.server.embeddings import register as register_embeddings
 from mlxk2.server.endpoints import ROUTERS
 from mlxk2.server.errors import (
     ApiError,
@@ -68,6 +69,7 @@ def create_app(config: ServerConfig, provider: ModelProvider,
     _install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    register_embeddings(app)
     app.add_middleware(_Gate, state=state, gate=ApiKeyGate(config.api_key))
     if config.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
@@ -169,6 +171,7 @@ def _error_app(exc: Exception, path: str) -> Callable[..., Awaitable[None]]:
 
 #: Paths counted under their own name in the request metrics.
 _LABELLED = ("/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions",
+             "/v1/embeddings",
              "/v1/responses", "/v1/messages", "/v1/messages/count_tokens")
 
 
