@@ -11,7 +11,7 @@ from typing import Any, Literal
 import pytest
 
 from tests.fixtures.models import CHAT, DemoCache
-from tests.fixtures.server import LiveServer, raw_request
+from tests.fixtures.server import LiveServer, connection, raw_request
 
 LONG_CHAT = "mlxk2/demo-chat-long"
 #: Filler that is one token of the demo tokenizer (13 characters): a 40 KB body
@@ -60,17 +60,17 @@ def test_an_agent_calls_its_tool_and_reaches_a_final_answer(live):
 
 
 def _codex_tool(i: int) -> dict[str, Any]:
-    properties = {f"arg_{k}": {"type": "string", "description": FILLER * 12}
-                  for k in range(6)}
+    properties = {f"arg_{k}": {"type": "string", "description": FILLER * 24}
+                  for k in range(2)}
     return {"type": "function", "name": f"tool_{i}", "strict": False,
-            "description": f"Tool number {i}: " + FILLER * 100,
+            "description": f"Tool number {i}: " + FILLER * 120,
             "parameters": {"type": "object", "properties": properties,
                            "required": ["arg_0"], "additionalProperties": False}}
 
 
 def codex_body(model: str) -> dict[str, Any]:
     """A first request as Codex CLI sends it: developer and user messages, nine tools."""
-    developer = "You are a coding agent. " + FILLER * 1200
+    developer = "You are a coding agent. " + FILLER * 1350
     return {
         "model": model, "stream": True, "store": False, "tool_choice": "auto",
         "parallel_tool_calls": True, "reasoning": {"summary": "auto"},
@@ -112,9 +112,17 @@ def long_context_server(demo_cache: DemoCache, tmp_path_factory: pytest.TempPath
 def test_a_codex_shaped_request_streams_on_a_long_context_model(long_context_server):
     body = codex_body(LONG_CHAT)
     assert len(json.dumps(body)) > 40_000
-    response = raw_request(long_context_server.url, "POST", "/v1/responses", body=body)
-    assert response.status == 200, response.body[:300]
-    events = [json.loads(line[len("data: "):]) for line in response.body.decode().split("\n")
+    conn = connection(long_context_server.url)
+    conn.timeout = 600  # a prefill of thousands of tokens on a shared CPU
+    try:
+        conn.request("POST", "/v1/responses", body=json.dumps(body).encode(),
+                     headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        assert response.status == 200, response.read()[:300]
+        text = response.read().decode()
+    finally:
+        conn.close()
+    events = [json.loads(line[len("data: "):]) for line in text.split("\n")
               if line.startswith("data: ")]
     assert events[0]["type"] == "response.created"
     assert events[-1]["type"] in ("response.completed", "response.incomplete")
