@@ -229,3 +229,38 @@ def test_unimplemented_anthropic_fields_are_refused(field):
     with pytest.raises(BadRequestError) as info:
         messages_turn(req)
     assert info.value.param == field
+
+
+#: A Qwen3-style template: ``enable_thinking=False`` writes an empty think block.
+THINKING_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n"
+    "{% endif %}"
+)
+
+
+@pytest.mark.parametrize("thinking,empty_block", [
+    ({"type": "disabled"}, True), ({"type": "enabled", "budget_tokens": 1024}, False),
+    (None, None)])
+def test_anthropic_thinking_reaches_templates_that_read_enable_thinking(
+        demo_cache, thinking, empty_block):
+    """No ``thinking`` leaves mlx-lm's default for the model (the demo has no think tokens)."""
+    from mlx_lm.utils import load_tokenizer
+
+    from mlxk2.server.endpoints.chat import _template
+    from tests.fixtures.models import CHAT
+
+    tokenizer = load_tokenizer(demo_cache.paths[CHAT])
+    tokenizer._tokenizer.chat_template = THINKING_TEMPLATE
+    body = {"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": "Hi"}]}
+    if thinking is not None:
+        body["thinking"] = thinking
+    chat = messages_turn(MessagesRequest.model_validate(body)).chat
+    entry = SimpleNamespace(loaded=SimpleNamespace(tokenizer=tokenizer))
+    tokens = _template(entry, chat)  # type: ignore[arg-type]
+    if empty_block is None:
+        assert tokens == list(tokenizer.apply_chat_template(
+            [{"role": "user", "content": "Hi"}], add_generation_prompt=True))
+    else:
+        assert ("<think>" in tokenizer.decode(tokens)) == empty_block

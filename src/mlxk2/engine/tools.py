@@ -97,10 +97,9 @@ class ToolCalling:
 
 def template_takes_tools(tokenizer: Any) -> bool:
     """Whether the model's chat template reads a ``tools`` variable."""
-    template = getattr(tokenizer, "chat_template", None)
-    if isinstance(template, dict):
-        template = " ".join(str(t) for t in template.values())
-    return isinstance(template, str) and "tools" in template
+    from mlxk2.engine.chat import template_reads
+
+    return template_reads(tokenizer, "tools")
 
 
 def _call_text(name: str, arguments: Any) -> str:
@@ -165,19 +164,23 @@ def template_messages(messages: Sequence[dict[str, Any]], tools: Sequence[ToolFu
 
 
 def build_tool_prompt(tokenizer: Any, messages: Sequence[dict[str, Any]],
-                      tools: Sequence[ToolFunction], choice: ToolChoice) -> list[int]:
+                      tools: Sequence[ToolFunction], choice: ToolChoice,
+                      options: dict[str, Any] | None = None) -> list[int]:
     """Prompt tokens for a conversation that may offer tools or hold tool turns.
 
     With ``tool_choice`` ``none`` the tools are left out of the prompt, but earlier
-    tool turns stay.
+    tool turns stay. ``options`` are extra template variables (``enable_thinking``).
     """
     offered = [] if choice.mode == "none" else list(tools)
     native = template_takes_tools(tokenizer)
     if not native or not getattr(tokenizer, "has_chat_template", False):
         from mlxk2.engine.chat import build_prompt_tokens
 
-        return build_prompt_tokens(tokenizer, template_messages(messages, offered, False))
-    kwargs: dict[str, Any] = {"tools": [t.openai() for t in offered]} if offered else {}
+        return build_prompt_tokens(tokenizer, template_messages(messages, offered, False),
+                                   options=options)
+    kwargs: dict[str, Any] = dict(options or {})
+    if offered:
+        kwargs["tools"] = [t.openai() for t in offered]
     return list(tokenizer.apply_chat_template(template_messages(messages, offered, True),
                                               add_generation_prompt=True, **kwargs))
 

@@ -61,6 +61,8 @@ class ChatInput:
         tool_choice: ``none``, ``auto``, ``required`` or one named function.
         parallel_tool_calls: Whether one reply may hold several calls (forced choices).
         response_format: The grammar plain replies must match, if any.
+        thinking: Turn the model's reasoning on or off (``enable_thinking``, for
+            templates that read it); None keeps mlx-lm's default for the model.
     """
 
     messages: tuple[dict[str, Any], ...]
@@ -68,6 +70,7 @@ class ChatInput:
     tool_choice: ToolChoice = field(default_factory=ToolChoice)
     parallel_tool_calls: bool = True
     response_format: ConstraintSpec | None = None
+    thinking: bool | None = None
 
     def prompt(self, entry: LoadedEntry) -> Prompt:
         """The prompt for the loaded model, with the reply's grammar and tool parsing.
@@ -112,10 +115,13 @@ def _template(entry: LoadedEntry, chat: ChatInput) -> list[int]:
     from mlxk2.engine.tools import build_tool_prompt
 
     tokenizer = entry.loaded.tokenizer
+    # mlx-lm renames enable_thinking for templates that call it ``thinking``.
+    options = None if chat.thinking is None else {"enable_thinking": chat.thinking}
     try:
         if chat.uses_tools:
-            return build_tool_prompt(tokenizer, chat.messages, chat.tools, chat.tool_choice)
-        return build_prompt_tokens(tokenizer, list(chat.messages))
+            return build_tool_prompt(tokenizer, chat.messages, chat.tools, chat.tool_choice,
+                                     options)
+        return build_prompt_tokens(tokenizer, list(chat.messages), options=options)
     except (ValueError, TypeError, LookupError) as exc:
         raise BadRequestError(f"The chat template rejected the messages: {exc}",
                               param="messages") from exc

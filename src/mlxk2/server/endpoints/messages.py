@@ -86,7 +86,9 @@ def messages_turn(req: MessagesRequest | CountTokensRequest) -> MessagesTurn:
     tools, dropped = _tools(req.tools or [])
     choice, parallel = _tool_choice(req.tool_choice, tools)
     return MessagesTurn(ChatInput(messages=tuple(messages), tools=tools, tool_choice=choice,
-                                  parallel_tool_calls=parallel), dropped)
+                                  parallel_tool_calls=parallel,
+                                  thinking=None if thinking is None else thinking != "disabled"),
+                        dropped)
 
 
 def _system(system: str | list[dict[str, Any]] | None) -> str:
