@@ -18,7 +18,7 @@ def make_server(demo_cache: DemoCache) -> Iterator[Callable[..., LiveServer]]:
     stoppers: list[Callable[[], None]] = []
 
     def make(*, preload: str | None = CHAT, loader: Any = None, memory_probe: Any = None,
-             **options: Any) -> LiveServer:
+             root: Any = None, **options: Any) -> LiveServer:
         options.setdefault("keep_alive", None)
         config = ServerConfig(port=free_port(), model=preload, **options)
         worker = Worker()
@@ -26,7 +26,7 @@ def make_server(demo_cache: DemoCache) -> Iterator[Callable[..., LiveServer]]:
         provider = ModelProvider(worker, max_loaded=config.max_loaded_models,
                                  keep_alive=config.keep_alive,
                                  max_batch=config.max_concurrency,
-                                 prompt_cache=config.prompt_cache, root=demo_cache.root,
+                                 prompt_cache=config.prompt_cache, root=root or demo_cache.root,
                                  loader=loader, memory_probe=memory_probe)
         if preload:
             provider.preload(preload)

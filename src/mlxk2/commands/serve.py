@@ -80,6 +80,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Keep the KV cache of the last N requests per model, so a prompt "
                              "that begins like one of them (the next turn of a chat) skips "
                              "that part of prefill; 0 turns it off (default: 16)")
+    parser.add_argument("--responses-store", type=int, default=256, metavar="N",
+                        help="Keep the last N stored /v1/responses answers in memory for "
+                             "previous_response_id and GET/DELETE; 0 stores none "
+                             "(default: 256)")
+    parser.add_argument("--max-n", type=_positive, default=8, metavar="N",
+                        help="Most choices (n) one request may ask for (default: 8)")
     parser.add_argument("--shutdown-grace", default="10s", metavar="DURATION",
                         help="After SIGINT/SIGTERM, refuse new requests (503) and give running "
                              "ones this long to finish before aborting them: 0, 30s, 2m, "
@@ -106,6 +112,8 @@ def handle(args: argparse.Namespace, out: Output) -> int:
         max_concurrency=args.max_concurrency,
         max_queue=max(0, args.max_queue),
         prompt_cache=max(0, args.prompt_cache),
+        responses_store=max(0, args.responses_store),
+        max_n=args.max_n,
         log_level=args.log_level,
         log_json=args.log_json,
         shutdown_grace=parse_duration(args.shutdown_grace),

@@ -46,6 +46,9 @@ class ServerConfig:
         max_queue: Requests allowed to wait for a batch slot before 503.
         prompt_cache: Finished requests per model whose KV cache is kept for
             later prompts that begin the same way; 0 turns the cache off.
+        max_n: Most choices (``n``) one request may ask for; each is a batch row.
+        responses_store: Stored Responses API answers kept (least recently used
+            dropped first) for ``previous_response_id`` and ``GET /v1/responses/{id}``.
         max_body_bytes: Largest accepted request body (413 beyond).
         log_level: Python logging level name.
         log_json: One JSON object per log line.
@@ -64,6 +67,8 @@ class ServerConfig:
     max_concurrency: int = 8
     max_queue: int = 64
     prompt_cache: int = 16
+    responses_store: int = 256
+    max_n: int = 8
     max_body_bytes: int = 4 * 1024 * 1024
     log_level: str = "info"
     log_json: bool = False
