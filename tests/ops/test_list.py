@@ -13,7 +13,8 @@ from tests.fixtures.cache import CASES, BuiltCache, mlx_chat_files
 from tests.fixtures.cli import run_inprocess
 
 MODEL_FIELDS = {"name", "hash", "size_bytes", "last_modified", "framework", "model_type",
-                "capabilities", "health", "runtime_compatible", "reason", "cached"}
+                "capabilities", "health", "runtime_compatible", "reason", "cached",
+                "context_length"}
 
 
 def _models(cache_env: BuiltCache, *args: str) -> dict[str, dict]:
@@ -136,3 +137,9 @@ def test_human_sizes_and_times_are_readable(cache_env: BuiltCache) -> None:
                 if line.startswith(CASES["chat"].repo_id + " "))
     assert re.search(r"\b\d+(\.\d)?(B|KB|MB)\b", line)
     assert re.search(r"(just now|ago)", line)
+
+
+def test_every_model_carries_its_context_length(cache_env: BuiltCache) -> None:
+    models = _models(cache_env)
+    assert models[CASES["chat"].repo_id]["context_length"] == 2048
+    assert models[CASES["gguf"].repo_id]["context_length"] is None  # no config.json to read

@@ -9,16 +9,20 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
 from mlxk2.server import ModelProvider, ServerConfig, Worker, create_app
+from tests.fixtures.cli import cli_env
 from tests.fixtures.models import CHAT, DemoCache
 
 
@@ -165,3 +169,66 @@ def sse_events(url: str, path: str, body: dict[str, Any],
         assert block.startswith("data: "), block
         events.append(block[len("data: "):])
     return events
+
+
+@pytest.fixture(scope="session")
+def mid_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ~130M-parameter bf16 model (about 260 MB), big enough to see in the RSS."""
+    from mlxk2.engine.demo import build_demo_model
+
+    return build_demo_model(tmp_path_factory.mktemp("mid") / "model", preset="mid")
+
+
+@dataclass
+class ServeProcess:
+    """``python -m mlxk2 serve`` running on 127.0.0.1; its stderr goes to ``log_path``."""
+
+    proc: subprocess.Popen[str]
+    url: str
+    log_path: Path
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def serve_process(demo_cache: DemoCache, tmp_path_factory: pytest.TempPathFactory
+                  ) -> Iterator[Callable[..., ServeProcess]]:
+    """Start ``mlxk2 serve ARGS`` processes for this module; all stop at its end.
+
+    A full stderr pipe would block the server, hence the log file.
+    """
+    started: list[tuple[ServeProcess, Any]] = []
+
+    def start(*args: str, **env: str) -> ServeProcess:
+        port = free_port()
+        log_path = tmp_path_factory.mktemp("serve-log") / "stderr.txt"
+        log_file = log_path.open("w")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlxk2", "serve", "--port", str(port), *args],
+            env=cli_env(demo_cache.hf_home, **env), stdout=subprocess.DEVNULL,
+            stderr=log_file, text=True,
+        )
+        server = ServeProcess(proc, f"http://127.0.0.1:{port}", log_path)
+        started.append((server, log_file))
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, log_path.read_text()
+            try:
+                if raw_request(server.url, "GET", "/health").status == 200:
+                    return server
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "server did not come up"
+            time.sleep(0.1)
+
+    yield start
+    for server, log_file in started:
+        server.stop()
+        log_file.close()

@@ -1,7 +1,8 @@
 """Start an OpenAI-compatible API server with continuous batching.
 
-Binds to 127.0.0.1 unless --host says otherwise. Endpoints: /health,
-/v1/models, /v1/chat/completions, /v1/completions and /metrics.
+Binds to 127.0.0.1 unless --host says otherwise. Endpoints: / (a chat page),
+/health, /v1/models, /v1/ps, /v1/models/{id}/load and /unload,
+/v1/chat/completions, /v1/completions and /metrics.
 """
 
 from __future__ import annotations
@@ -10,9 +11,8 @@ import argparse
 import logging
 import os
 
+from mlxk2.commands._common import API_KEY_ENV
 from mlxk2.output.sink import Output
-
-API_KEY_ENV = "MLXK2_API_KEY"
 
 
 def _positive(text: str) -> int:
@@ -71,6 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error", "critical"])
     parser.add_argument("--log-json", action="store_true", help="Log one JSON object per line")
+    parser.add_argument("--no-ui", dest="ui", action="store_false",
+                        help="Do not serve the chat page at /")
 
 
 def handle(args: argparse.Namespace, out: Output) -> int:
@@ -91,6 +93,7 @@ def handle(args: argparse.Namespace, out: Output) -> int:
         prompt_cache=max(0, args.prompt_cache),
         log_level=args.log_level,
         log_json=args.log_json,
+        ui=args.ui,
     )
     configure_logging(config.log_level, config.log_json)
     worker = Worker()
@@ -121,6 +124,8 @@ def handle(args: argparse.Namespace, out: Output) -> int:
     scope = "loopback only" if loopback else "reachable from the network"
     log = logging.getLogger("mlxk2.server")  # one log format, JSON included
     log.info("mlxk2 server on %s (%s); OpenAI base URL %s/v1", url, scope, url)
+    if config.ui:
+        log.info("chat page on %s/", url)
     if not loopback and config.api_key is None:
         log.warning("listening beyond this machine without --api-key: anyone who can "
                     "reach %s can use it", url)

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mlxk2 import __version__
 from mlxk2.errors import MlxkError
+from mlxk2.server import lifecycle, ui
 from mlxk2.server._requests import parse_body, read_json
 from mlxk2.server._runs import (
     ClientGoneError,
@@ -79,6 +80,9 @@ def create_app(config: ServerConfig, provider: ModelProvider,
     app.state.mlxk = state
     _install_error_handlers(app)
     _add_routes(app)
+    app.include_router(lifecycle.router)
+    if config.ui:
+        ui.register(app)
     app.add_middleware(_Gate, state=state, gate=ApiKeyGate(config.api_key))
     if config.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
@@ -174,8 +178,10 @@ def _error_app(exc: Exception) -> Callable[..., Awaitable[None]]:
 
 def _endpoint_label(path: str) -> str:
     if path.startswith("/v1/models/"):
-        return "/v1/models/{id}"
-    if path in ("/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions"):
+        action = path.rsplit("/", 1)[-1]
+        return "/v1/models/{id}" + (f"/{action}" if action in ("load", "unload") else "")
+    if path in ("/health", "/metrics", "/v1/models", "/v1/ps", "/v1/chat/completions",
+                "/v1/completions"):
         return path
     return "other"
 
@@ -197,25 +203,6 @@ def _add_routes(app: FastAPI) -> None:
     async def metrics(request: Request) -> Response:
         state = state_of(request)
         return Response(state.metrics.render(), media_type=state.metrics.content_type)
-
-    @app.get("/v1/models")
-    async def list_models(request: Request) -> dict[str, Any]:
-        entries = await asyncio.to_thread(_runnable_models, state_of(request))
-        return {"object": "list", "data": entries}
-
-    @app.get("/v1/models/{model_id:path}")
-    async def get_model(model_id: str, request: Request) -> dict[str, Any]:
-        """A model by id, or by any name a completion request accepts (``demo-chat``)."""
-        from mlxk2.errors import MlxkError, ModelNotFoundError
-
-        state = state_of(request)
-        entries = {e["id"]: e for e in await asyncio.to_thread(_runnable_models, state)}
-        if model_id not in entries:
-            with contextlib.suppress(MlxkError):
-                model_id = (await asyncio.to_thread(state.provider.runnable, model_id)).name
-        if model_id in entries:
-            return entries[model_id]
-        raise ModelNotFoundError(f"The model '{model_id}' does not exist.")
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
@@ -300,11 +287,3 @@ def _add_routes(app: FastAPI) -> None:
             "usage": usage(done),
         })
 
-
-def _runnable_models(state: ServerState) -> list[dict[str, Any]]:
-    return [
-        {"id": name, "object": "model", "created": int(modified),
-         "owned_by": name.split("/", 1)[0] if "/" in name and not name.startswith(("/", ".", "~"))
-         else "local"}
-        for name, modified in state.provider.list_runnable()
-    ]

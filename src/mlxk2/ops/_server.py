@@ -1,0 +1,121 @@
+"""Talking to a running ``mlxk2 serve`` from the CLI, with the standard library only.
+
+:class:`ServerClient` sends JSON requests and turns every failure into an
+``mlxk2.errors`` class through one table: no answer at all is a
+:class:`NetworkError` (exit 2), an OpenAI-style error body becomes the error its
+``code`` names.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+from mlxk2.errors import (
+    AmbiguousMatchError,
+    AuthError,
+    InternalError,
+    MlxkError,
+    ModelIncompatibleError,
+    ModelNotFoundError,
+    ModelUnhealthyError,
+    NetworkError,
+    ValidationError,
+)
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+# The server's error ``code`` -> our class; others fall back by status (see _error_for).
+_BY_CODE: dict[str, type[MlxkError]] = {
+    "invalid_api_key": AuthError,
+    "model_not_found": ModelNotFoundError,
+    "ambiguous_model": AmbiguousMatchError,
+    "model_unhealthy": ModelUnhealthyError,
+    "model_incompatible": ModelIncompatibleError,
+    "model_too_large": ModelIncompatibleError,
+}
+
+
+class ServerClient:
+    """JSON over HTTP to one server.
+
+    Args:
+        url: The server's base URL (``http://host:port``), without ``/v1``.
+        api_key: Sent as ``Authorization: Bearer``; None sends none.
+        timeout: Seconds to wait for an answer (loading a large model takes a while).
+    """
+
+    def __init__(self, url: str, api_key: str | None = None, timeout: float = 600.0) -> None:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValidationError(f"Invalid server URL {url!r}: use e.g. {DEFAULT_URL}")
+        self.url = url.rstrip("/")
+        self.api_key = api_key
+        self.timeout = timeout
+
+    def get(self, path: str) -> tuple[int, dict[str, Any]]:
+        return self._send("GET", path, None)
+
+    def post(self, path: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+        return self._send("POST", path, body)
+
+    def _send(self, method: str, path: str,
+              body: dict[str, Any] | None) -> tuple[int, dict[str, Any]]:
+        """The status and JSON body of a 2xx answer.
+
+        Raises:
+            NetworkError: Nothing answered, or the answer is not JSON.
+            MlxkError: The server's error, by its code or status.
+        """
+        headers = {"Accept": "application/json"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        request = urllib.request.Request(self.url + path, data=data, headers=headers,
+                                         method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return response.status, self._json(response.read())
+        except urllib.error.HTTPError as exc:
+            raise _error_for(exc.code, self._json(exc.read(), strict=False)) from exc
+        except OSError as exc:  # URLError, refused, reset, timed out
+            reason = getattr(exc, "reason", exc)
+            raise NetworkError(f"No mlxk2 server answered at {self.url}: {reason}") from exc
+
+    def _json(self, raw: bytes, strict: bool = True) -> dict[str, Any]:
+        try:
+            value = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            value = None
+        if isinstance(value, dict):
+            return value
+        if strict:
+            raise NetworkError(f"The answer from {self.url} is not an mlxk2 server's JSON.")
+        return {}
+
+
+def _error_for(status: int, body: dict[str, Any]) -> MlxkError:
+    error = body.get("error") if isinstance(body.get("error"), dict) else {}
+    message = str(error.get("message") or f"The server answered HTTP {status}.")
+    cls = _BY_CODE.get(str(error.get("code")))
+    if cls is None:
+        if status == 401:
+            cls = AuthError
+        elif status in (400, 413, 422):
+            cls = ValidationError
+        elif status >= 500:
+            cls = NetworkError
+        else:
+            cls = InternalError
+    return cls(message)
+
+
+def model_path(model: str, action: str = "") -> str:
+    """``/v1/models/<model>[/action]``, the name quoted but its slashes kept."""
+    return f"/v1/models/{urllib.parse.quote(model, safe='/')}" + (f"/{action}" if action else "")
