@@ -148,7 +148,11 @@ async function loadModels() {
     option.value = m.id;
     return option;
   }));
-  if (models.some((m) => m.id === wanted)) ui.model.value = wanted;
+  // The last pick, else a loaded chat model, else any chat model.
+  const chatty = (m) => m.capabilities.includes("chat");
+  const pick = models.find((m) => m.id === wanted) || models.find((m) => m.loaded && chatty(m))
+    || models.find(chatty);
+  if (pick) ui.model.value = pick.id;
   describeModel();
   if (models.length === 0) notice("This server has no model to chat with yet.");
 }
