@@ -62,14 +62,12 @@ def test_unload_frees_memory_then_load_and_ps_show_the_model(mid_served, mid_wor
     header, row = shown.stdout.splitlines()
     assert header.split() == ["NAME", "MEMORY", "ACTIVE", "QUEUED", "UNLOADS"]
     assert row.startswith(name) and row.rstrip().endswith(("in 30m", "in 29m"))
-    assert _rss(mid_served) - _rss_after_stop(mid_served, demo_cache, name) > weights * 0.6
 
-
-def _rss_after_stop(server: ServeProcess, demo_cache, name: str) -> int:
-    stopped = _cli(server, demo_cache, "stop", name)
+    reloaded_rss = _rss(mid_served)
+    stopped = _cli(mid_served, demo_cache, "stop", name)
     assert stopped.code == 0, stopped.stderr
     assert stopped.stdout.strip() == f"Unloaded {name}."
-    return _rss(server)
+    assert reloaded_rss - _rss(mid_served) > weights * 0.6
 
 
 @pytest.mark.parametrize("argv", [["ps"], ["load", "mlxk2/demo-chat"],
