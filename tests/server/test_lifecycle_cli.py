@@ -17,7 +17,7 @@ KEY = "cli-secret"
 @pytest.fixture(scope="module")
 def mid_served(serve_process, mid_workspace) -> ServeProcess:
     return serve_process("--model", str(mid_workspace), "--keep-alive", "never",
-                         "--prompt-cache", "0", MLXK2_API_KEY=KEY)
+                         "--prompt-cache", "0", "--no-ui", MLXK2_API_KEY=KEY)
 
 
 def _cli(server: ServeProcess, demo_cache, *args: str, key: str | None = KEY):
@@ -122,3 +122,8 @@ def test_client_commands_never_import_the_server_stack(tmp_path: Path):
                               capture_output=True, text=True, timeout=60)
         assert "No mlxk2 server answered" in proc.stderr
         assert proc.stderr.rsplit("HEAVY=", 1)[1].strip() == "", argv
+
+
+def test_no_ui_flag_leaves_only_the_api(mid_served):
+    assert raw_request(mid_served.url, "GET", "/").status == 404
+    assert raw_request(mid_served.url, "GET", "/health").status == 200

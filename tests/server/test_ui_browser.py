@@ -87,7 +87,8 @@ def _metric(server: ServeProcess, name: str) -> float:
 
 def test_picked_model_streams_an_answer_that_grows(page, server, tmp_path):
     options = page.locator("#model option").all_inner_texts()
-    assert f"{CHAT} (loaded)" in options and CHAT_4BIT in options
+    assert f"{CHAT} (text-generation, chat, loaded)" in options
+    assert f"{CHAT_4BIT} (text-generation, chat)" in options
     page.select_option("#model", CHAT_4BIT)
     assert "not loaded" in page.inner_text("#model-info")
     assert "text-generation, chat" in page.inner_text("#model-info")
@@ -111,7 +112,7 @@ def test_picked_model_streams_an_answer_that_grows(page, server, tmp_path):
     stats = answer.locator(".stats").inner_text()
     assert "300 tokens" in stats and "tok/s" in stats and "first token" in stats
     assert page.locator("#send").is_visible() and not page.locator("#stop").is_visible()
-    page.wait_for_selector(f"#model option[value='{CHAT_4BIT}']:text('(loaded)')",
+    page.wait_for_selector(f"#model option[value='{CHAT_4BIT}']:text('chat, loaded')",
                            state="attached")
     shot = tmp_path / "chat.png"
     page.screenshot(path=str(shot), full_page=True)
@@ -263,3 +264,27 @@ def test_api_key_is_asked_for_on_401_and_kept_for_the_tab_only(browser, serve_pr
     stored = page.evaluate("JSON.stringify(Object.assign({}, localStorage))")
     assert KEY not in stored
     context.close()
+
+
+def test_markdown_becomes_structure_and_only_web_links_become_links(page):
+    answer = ("## Title\n\nSome **bold**, *italic* and `code` with "
+              "[a link](https://example.org/x).\n\n- one\n- two\n\n1. first\n2. second\n\n"
+              "> quoted\n\n```python\nprint('hi')\n```")
+    stored = {"messages": [{"role": "user", "content": "Format it."},
+                           {"role": "assistant", "content": answer, "reasoning": "",
+                            "model": CHAT, "stats": {"stopped": False}}]}
+    page.evaluate("chat => localStorage.setItem('mlxk2.chat', JSON.stringify(chat))", stored)
+    page.reload()
+    content = page.wait_for_selector(".msg.assistant .content")
+    assert content.query_selector("h4").inner_text() == "Title"
+    assert content.query_selector("strong").inner_text() == "bold"
+    assert content.query_selector("em").inner_text() == "italic"
+    assert content.query_selector("p code").inner_text() == "code"
+    link = content.query_selector("a")
+    assert (link.inner_text(), link.get_attribute("href")) == ("a link", "https://example.org/x")
+    assert "noopener" in link.get_attribute("rel")
+    assert [li.inner_text() for li in content.query_selector_all("ul li")] == ["one", "two"]
+    assert [li.inner_text() for li in content.query_selector_all("ol li")] == ["first", "second"]
+    assert content.query_selector("blockquote").inner_text() == "quoted"
+    code = content.query_selector("pre code")
+    assert (code.inner_text(), code.get_attribute("data-lang")) == ("print('hi')", "python")

@@ -144,7 +144,8 @@ async function loadModels() {
   models = (await response.json()).data;
   const wanted = ui.model.value || readJSON(SETTINGS_KEY, {}).model;
   ui.model.replaceChildren(...models.map((m) => {
-    const option = el("option", "", `${m.id}${m.loaded ? " (loaded)" : ""}`);
+    const traits = [...m.capabilities, ...(m.loaded ? ["loaded"] : [])].join(", ");
+    const option = el("option", "", `${m.id} (${traits})`);
     option.value = m.id;
     return option;
   }));
