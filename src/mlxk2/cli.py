@@ -44,8 +44,23 @@ class _UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
+    """Raises usage errors naming the (sub)command that refused them, with a help hint."""
+
+    #: Each command's parser by every name it answers to, so unknown flags are
+    #: reported by the command they were given to rather than by ``mlxk2``.
+    command_parsers: dict[str, _Parser]
+
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise _UsageError(f"{self.prog}: {message}")
+        raise _UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
+
+    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                   namespace: None = None) -> argparse.Namespace:
+        parsed, extra = self.parse_known_args(args)
+        if extra:
+            command = getattr(parsed, "command", None)
+            owner = self.command_parsers.get(command, self) if command else self
+            owner.error(f"unrecognized arguments: {' '.join(extra)}")
+        return parsed
 
 
 def _available_commands() -> dict[str, str]:
@@ -53,7 +68,7 @@ def _available_commands() -> dict[str, str]:
             if importlib.util.find_spec(module) is not None}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> _Parser:
     parser = _Parser(
         prog="mlxk2",
         description="Manage and run Hugging Face models with Apple MLX.",
@@ -64,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="Print one JSON document")
     subparsers = parser.add_subparsers(dest="command", metavar="<command>",
                                        parser_class=_Parser)
+    parser.command_parsers = {}
     for name, module_name in _available_commands().items():
         help_text = COMMANDS[name][1]
         aliases = [a for a, target in ALIASES.items() if target == name]
@@ -76,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="Print one JSON document (spec 0.1.7)")
         module.add_arguments(sub)
         sub.set_defaults(_module=module_name)
+        sub.command_parsers = {}
+        parser.command_parsers.update(dict.fromkeys([name, *aliases], sub))
     return parser
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.fixtures.cli import run_subprocess
+from tests.fixtures.cli import run_inprocess, run_subprocess
 from tests.fixtures.hub import (
     closed_port_url,
     interrupt_at_stall,
@@ -178,3 +178,9 @@ def test_ctrl_c_during_upload_commits_nothing(
     assert result.code == 0, result.stderr
     assert result.json["data"]["change_summary"]["added"] == len(files)
     assert hub.files(repo) == {".gitattributes": hub.files(repo)[".gitattributes"], **files}
+
+
+def test_help_says_files_gone_from_the_folder_are_kept_unless_delete() -> None:
+    help_text = " ".join(run_inprocess("push", "--help").stdout.split())
+    assert "files gone from the folder are deleted" not in help_text
+    assert "no longer has are kept, unless --delete is given" in help_text

@@ -44,7 +44,8 @@ def served(demo_cache, mid_workspace, tmp_path_factory
     log_file = log_path.open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlxk2", "serve", "--model", str(mid_workspace),
-         "--port", str(port), "--keep-alive", "2s", "--prompt-cache", "0"],
+         "--port", str(port), "--keep-alive", "2s", "--prompt-cache", "0",
+         "--shutdown-grace", "0"],
         env=env, stdout=subprocess.DEVNULL, stderr=log_file, text=True,
     )
     url = f"http://127.0.0.1:{port}"

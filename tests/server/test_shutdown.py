@@ -62,6 +62,22 @@ def test_a_busy_port_is_an_error_envelope_before_any_start_up(demo_cache) -> Non
     assert "mlxk2 server on" not in result.stderr
 
 
+def test_a_busy_port_fails_before_the_model_loads(demo_cache) -> None:
+    import socket
+
+    from tests.fixtures.cli import run_subprocess
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_subprocess("serve", "--model", CHAT, "--port", str(port), "--json",
+                                env=cli_env(demo_cache.hf_home), timeout=60)
+    assert result.code == 3
+    assert result.json["error"]["type"] == "OperationError"
+    assert "loading" not in result.stderr
+
+
 def test_an_impossible_port_is_a_validation_error(demo_cache) -> None:
     from tests.fixtures.cli import run_subprocess
 

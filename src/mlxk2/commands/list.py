@@ -1,7 +1,7 @@
 """List cached models with size, age, type and health.
 
 JSON output always carries every matching model with both checks; the human
-table shows runnable models unless --all is given.
+table shows runnable models unless --all (or --health, for the reasons) is given.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--all", action="store_true",
                         help="Show every model, not only runnable ones")
     parser.add_argument("--health", action="store_true",
-                        help="Add the reason column for problems")
+                        help="Show every model with the reason for any problem")
     parser.add_argument("--verbose", "-v", action="store_true",
                         help="Show full hashes, framework and capabilities")
 

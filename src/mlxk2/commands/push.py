@@ -1,10 +1,11 @@
 """Upload a workspace folder to a Hugging Face repo (experimental).
 
-Needs HF_TOKEN. The repo must exist unless --create is given. The branch ends up
-mirroring the folder: new and changed files are uploaded, files gone from the
-folder are deleted, and nothing is committed when nothing differs. .git, .cache,
-clone leftovers and the patterns in the folder's .hfignore are never uploaded.
---check-only validates the folder locally (no network, no token).
+Needs HF_TOKEN. The repo must exist unless --create is given. New and changed
+files are uploaded; files on the Hub that the folder no longer has are kept,
+unless --delete is given, which makes the branch mirror the folder. Nothing is
+committed when nothing differs. .git, .cache, clone leftovers and the patterns
+in the folder's .hfignore are never uploaded. --check-only validates the folder
+locally (no network, no token).
 """
 
 from __future__ import annotations

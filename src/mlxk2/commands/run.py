@@ -1,7 +1,7 @@
 """Generate text with a local model through mlx-lm.
 
   mlxk2 run MODEL "prompt"          one answer, streamed on a terminal
-  mlxk2 run MODEL                   interactive chat (/clear, /exit, Ctrl-D)
+  mlxk2 run MODEL                   interactive chat (/help, /clear, /exit, Ctrl-D)
   cat notes.txt | mlxk2 run MODEL - "Summarise:"   '-' reads stdin
 """
 
@@ -22,7 +22,7 @@ STDIN_ARG = "-"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_argument(parser)
     parser.add_argument(
-        "prompt", nargs="*",
+        "prompt", nargs="*", default=[],  # a default keeps argparse from calling it required
         help="Prompt text; '-' stands for stdin. Several parts are joined by newlines. "
              "No prompt starts an interactive chat.",
     )

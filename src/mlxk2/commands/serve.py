@@ -15,15 +15,22 @@ from mlxk2.commands._common import API_KEY_ENV
 from mlxk2.output.sink import Output
 
 
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+
+
 def _positive(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
 def _port(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if not 1 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"must be 1-65535, got {value}")
     return value
@@ -68,6 +75,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Keep the KV cache of the last N requests per model, so a prompt "
                              "that begins like one of them (the next turn of a chat) skips "
                              "that part of prefill; 0 turns it off (default: 16)")
+    parser.add_argument("--shutdown-grace", default="10s", metavar="DURATION",
+                        help="After SIGINT/SIGTERM, refuse new requests (503) and give running "
+                             "ones this long to finish before aborting them: 0, 30s, 2m, "
+                             "never; a second signal aborts at once (default: 10s)")
     parser.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error", "critical"])
     parser.add_argument("--log-json", action="store_true", help="Log one JSON object per line")
@@ -93,9 +104,12 @@ def handle(args: argparse.Namespace, out: Output) -> int:
         prompt_cache=max(0, args.prompt_cache),
         log_level=args.log_level,
         log_json=args.log_json,
+        shutdown_grace=parse_duration(args.shutdown_grace),
         ui=args.ui,
     )
     configure_logging(config.log_level, config.log_json)
+    log = logging.getLogger("mlxk2.server")  # one log format, JSON included
+    sock = bind_socket(config.host, config.port)  # a busy port fails before any model loads
     worker = Worker()
     worker.start()
     provider = ModelProvider(
@@ -110,19 +124,19 @@ def handle(args: argparse.Namespace, out: Output) -> int:
     _stop_on_signals()
     try:
         if config.model:
-            logging.getLogger("mlxk2.server").info("loading %s ...", config.model)
+            log.info("loading %s ...", config.model)
             provider.preload(config.model)
-        sock = bind_socket(config.host, config.port)  # a busy port fails here, as an envelope
     except KeyboardInterrupt:
+        sock.close()
         worker.stop(timeout=1)
-        return out.success("server", data, render=lambda d, o: "Server stopped.")
+        return _stopped(out, data, log_json=config.log_json)
     except BaseException:
+        sock.close()
         worker.stop()
         raise
     url = f"http://{config.host}:{config.port}"
     loopback = config.host in ("127.0.0.1", "localhost", "::1")
     scope = "loopback only" if loopback else "reachable from the network"
-    log = logging.getLogger("mlxk2.server")  # one log format, JSON included
     log.info("mlxk2 server on %s (%s); OpenAI base URL %s/v1", url, scope, url)
     if config.ui:
         log.info("chat page on %s/", url)
@@ -131,4 +145,12 @@ def handle(args: argparse.Namespace, out: Output) -> int:
                     "reach %s can use it", url)
     app = create_app(config, provider)
     run_app(app, config, sock)
+    return _stopped(out, data, log_json=config.log_json)
+
+
+def _stopped(out: Output, data: dict[str, object], *, log_json: bool) -> int:
+    """The closing line: a log record with --log-json, so a log shipper sees only JSON."""
+    if log_json:
+        logging.getLogger("mlxk2.server").info("Server stopped.")
+        return out.success("server", data)
     return out.success("server", data, render=lambda d, o: "Server stopped.")

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlxk2.errors import ModelIncompatibleError, ModelNotFoundError
+from mlxk2.errors import MlxkError, ModelIncompatibleError, ModelNotFoundError, ModelUnhealthyError
 
 #: Tokens that end an assistant turn in common chat formats. gpt-oss's ``<|end|>``
 #: only closes a channel message, so it counts only without harmony channels.
@@ -109,6 +109,24 @@ def _first_line(exc: BaseException, limit: int = 200) -> str:
     return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
 
 
+def _tokenizer_error(path: Path, shown: str, exc: Exception) -> MlxkError:
+    """Unhealthy when tokenizer.json is broken, else incompatible; both name the file."""
+    from mlxk2.cache.integrity import TOKENIZER_JSON, tokenizer_document_problem
+
+    source = path / TOKENIZER_JSON
+    if source.is_file():
+        try:
+            problem = tokenizer_document_problem(source.read_bytes())
+        except OSError as read_error:
+            problem = f"{TOKENIZER_JSON} unreadable: {read_error.strerror}"
+        if problem is not None:
+            return ModelUnhealthyError(f"Cannot load '{shown}': {problem}", model=shown)
+    named = next((f for f in ("tokenizer.json", "tokenizer.model", "tiktoken.model", "vocab.json")
+                  if (path / f).exists()), "tokenizer_config.json")
+    return ModelIncompatibleError(
+        f"Cannot load the tokenizer of '{shown}' from {named}: {_first_line(exc)}", model=shown)
+
+
 def load_model(path: Path, name: str | None = None) -> LoadedModel:
     """Load weights and tokenizer from a local model folder with mlx-lm.
 
@@ -123,7 +141,9 @@ def load_model(path: Path, name: str | None = None) -> LoadedModel:
 
     Raises:
         ModelNotFoundError: ``path`` is not an existing folder (no Hub fallback).
-        ModelIncompatibleError: mlx-lm cannot build or load the model.
+        ModelIncompatibleError: mlx-lm cannot build or load the model, or its
+            tokenizer (the message names the file).
+        ModelUnhealthyError: ``tokenizer.json`` is not valid JSON or not a tokenizer.
     """
     path = Path(path)
     if not path.is_dir():
@@ -133,15 +153,21 @@ def load_model(path: Path, name: str | None = None) -> LoadedModel:
     from mlx_lm.utils import load_model as mlx_load_model
     from mlx_lm.utils import load_tokenizer
 
+    shown = name or display_name(path)
     try:
         model, config = mlx_load_model(path)
-        tokenizer = load_tokenizer(path, eos_token_ids=config.get("eos_token_id"))
     except (TypeError, AttributeError, ValueError, KeyError, RuntimeError, OSError) as exc:
         # A config mlx-lm's model classes cannot build, or weights that do not fit it.
-        shown = name or display_name(path)
         raise ModelIncompatibleError(
             f"mlx-lm cannot load '{shown}': {_first_line(exc)}", model=shown
         ) from exc
+    try:
+        # mlx-lm's load_tokenizer has no type hints.
+        tokenizer = load_tokenizer(  # type: ignore[no-untyped-call]
+            path, eos_token_ids=config.get("eos_token_id")
+        )
+    except Exception as exc:  # the tokenizers library raises bare Exception for a bad file
+        raise _tokenizer_error(path, shown, exc) from exc
     stops = stop_token_ids(tokenizer)
     tokenizer.eos_token_ids = stops
     return LoadedModel(

@@ -24,6 +24,7 @@ def _is_runnable(model: dict[str, Any]) -> bool:
 def render_list(data: dict[str, Any], out: Output, *, show_all: bool = False,
                 reasons: bool = False, verbose: bool = False) -> str:
     models = data["models"]
+    show_all = show_all or reasons  # asking for the reasons means seeing the models they are on
     shown = models if show_all else [m for m in models if _is_runnable(m)]
     hidden = len(models) - len(shown)
     if not shown:
@@ -44,7 +45,7 @@ def render_list(data: dict[str, Any], out: Output, *, show_all: bool = False,
         if reasons or show_all:
             row.append(m["reason"] or "")
         rows.append(row)
-    text = table(headers, rows)
+    text = table(headers, rows, max_width=out.width, truncated=["NAME"], wrapped=["REASON"])
     if hidden:
         text += f"\n({hidden} more not runnable; use --all to show them)"
     return text

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, TextIO
 
-from mlxk2.engine.generate import Finished, TextChunk
-from mlxk2.engine.reasoning import REASONING
+from mlxk2.engine.events import Aborted, Delta, Event, Finished
 from mlxk2.errors import ValidationError
 from mlxk2.output.format import paint
 from mlxk2.output.sink import Output
@@ -31,7 +31,14 @@ _CONTROL_CHARS = dict.fromkeys(
 REASONING_OPEN = "[reasoning]"
 REASONING_CLOSE = "[/reasoning]"
 CHAT_PROMPT = ">>> "
-CHAT_HELP = "Type a message. /clear forgets the conversation, /exit or Ctrl-D leaves."
+CHAT_HELP = "Type a message. /help lists the commands; /exit, Ctrl-D or Ctrl-C twice leaves."
+CHAT_COMMANDS = """\
+/clear  forget the conversation and start a new one
+/exit   leave (also /quit, /bye, Ctrl-D, or Ctrl-C twice at the prompt)
+/help   show this list
+Ctrl-C while a reply streams stops the reply."""
+#: Seconds within which a second Ctrl-C at the prompt leaves, as in Node's REPL and Ollama.
+LEAVE_WINDOW = 2.0
 
 
 def strip_controls(text: str) -> str:
@@ -58,18 +65,16 @@ class ReplyPrinter:
         self._wrote = False
         self._last = ""
 
-    def chunk(self, event: TextChunk) -> None:
-        text = strip_controls(event.text)
-        if event.kind == REASONING:
-            if not self._show_reasoning:
-                return
+    def chunk(self, event: Delta) -> None:
+        """Write a delta: its reasoning (framed), then its answer text."""
+        if event.reasoning and self._show_reasoning:
             if not self._in_reasoning:
                 self._write(paint(REASONING_OPEN, "dim", self._color) + "\n")
                 self._in_reasoning = True
-            self._write(paint(text, "dim", self._color))
-            return
-        self._close_reasoning()
-        self._write(text)
+            self._write(paint(strip_controls(event.reasoning), "dim", self._color))
+        if event.content:
+            self._close_reasoning()
+            self._write(strip_controls(event.content))
 
     @property
     def wrote(self) -> bool:
@@ -104,14 +109,21 @@ class ReplyPrinter:
             self._stream.flush()
 
 
-def print_reply(events: Iterable[TextChunk | Finished], printer: ReplyPrinter) -> Finished | None:
-    """Feed every event to ``printer``; return the final :class:`Finished`."""
+def print_reply(events: Iterable[Event], printer: ReplyPrinter) -> Finished | None:
+    """Feed every event to ``printer``; return the final :class:`Finished`.
+
+    Raises:
+        BaseException: the error of an aborted generation (after what was written).
+    """
     finished = None
     for event in events:
-        if isinstance(event, Finished):
-            finished = event
-        else:
+        if isinstance(event, Delta):
             printer.chunk(event)
+        elif isinstance(event, Aborted):
+            printer.finish()
+            raise event.error
+        else:
+            finished = event
     printer.finish()
     return finished
 
@@ -155,7 +167,8 @@ def chat_loop(
     """Interactive chat until ``/exit`` or end of input.
 
     Ctrl-C while a reply streams stops that reply and returns to the prompt;
-    Ctrl-C at the prompt clears the line. Stdout gets each reply and a newline,
+    Ctrl-C at the prompt clears the line, and a second one within
+    :data:`LEAVE_WINDOW` seconds leaves. Stdout gets each reply and a newline,
     one per turn, so with an empty ``prompt`` (input from a pipe: no greeting,
     no prompts) it holds nothing else.
 
@@ -174,6 +187,7 @@ def chat_loop(
     decor = prompt_stream or out.stdout
     if prompt:
         out.warn(f"Chatting with {model_name}. {CHAT_HELP}")
+    interrupted_at: float | None = None
     while True:
         try:
             line = read_line(prompt)
@@ -183,12 +197,21 @@ def chat_loop(
                 decor.flush()
             if isinstance(exc, EOFError):
                 return 0
+            now = time.monotonic()
+            if interrupted_at is not None and now - interrupted_at < LEAVE_WINDOW:
+                return 0
+            interrupted_at = now
+            out.warn("(press Ctrl-C again to leave, or type /exit)")
             continue
+        interrupted_at = None
         text = line.strip()
         if not text:
             continue
         if text in ("/exit", "/quit", "/bye"):
             return 0
+        if text == "/help":
+            out.warn(CHAT_COMMANDS)
+            continue
         if text == "/clear":
             session.clear()
             out.warn("(conversation cleared)")
@@ -206,7 +229,7 @@ def _chat_turn(session: ChatSession, out: Output, text: str, *, verbose: bool,
     except ValidationError as exc:
         out.warn(f"{exc.message}. /clear starts a new conversation.")
         return
-    if turn.budget.clamped:
+    if turn.budget.clamped and turn.budget.requested is not None:
         out.warn(clamp_warning(turn.budget.requested, turn.budget.max_tokens,
                                session.loaded.context_length))
     printer = ReplyPrinter(out.stdout, color=out.color, show_reasoning=show_reasoning)

@@ -8,7 +8,7 @@ from typing import Any, TextIO
 
 from mlxk2.errors import MlxkError
 from mlxk2.output.envelope import dumps, error_envelope, success_envelope
-from mlxk2.output.format import color_enabled
+from mlxk2.output.format import color_enabled, terminal_width
 
 Renderer = Callable[[dict[str, Any], "Output"], str]
 
@@ -22,6 +22,8 @@ class Output:
         self.stdout = stdout or sys.stdout
         self.stderr = stderr or sys.stderr
         self.color = (not json_mode) and color_enabled(self.stdout)
+        #: Columns human tables must fit in; None when nothing limits them (a pipe).
+        self.width = None if json_mode else terminal_width(self.stdout)
 
     def success(self, command: str, data: dict[str, Any] | None,
                 render: Renderer | None = None) -> int:

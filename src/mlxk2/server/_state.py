@@ -55,16 +55,23 @@ class ServerState:
     metrics: Metrics
     admission: Admission
     draining: bool = False
+    aborted: bool = False
     started: float = field(default_factory=time.time)
+
+    def begin_drain(self) -> None:
+        """Refuse new work (503) and let running requests finish."""
+        self.draining = True
 
     def begin_shutdown(self) -> None:
         """Refuse new work and end running streams with an error event."""
-        if not self.draining:
-            self.draining = True
+        self.draining = True
+        if not self.aborted:
+            self.aborted = True
             self.provider.worker.abort_all(
                 ServiceUnavailableError("The server is shutting down.", code="shutting_down")
             )
 
 
 def state_of(request: Request) -> ServerState:
-    return request.app.state.mlxk
+    state: ServerState = request.app.state.mlxk
+    return state

@@ -1,12 +1,10 @@
-"""The FastAPI app factory: OpenAI-compatible routes over the provider and scheduler."""
+"""The FastAPI app factory: the endpoints over the provider and its MLX worker."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,31 +15,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mlxk2 import __version__
 from mlxk2.errors import MlxkError
-from mlxk2.server import lifecycle, ui
-from mlxk2.server._requests import parse_body, read_json
-from mlxk2.server._runs import (
-    ClientGoneError,
-    EventStream,
-    chat_stream,
-    collect,
-    start_run,
-    text_stream,
-    usage,
-)
-from mlxk2.server._state import Admission, ServerState, state_of
+from mlxk2.server import ui
+from mlxk2.server._runs import ClientGoneError
+from mlxk2.server._state import Admission, ServerState
 from mlxk2.server.auth import ApiKeyGate
 from mlxk2.server.config import ServerConfig
-from mlxk2.server.errors import (
-    ApiError,
-    BadRequestError,
-    ServiceUnavailableError,
-    error_body,
-    to_status_and_body,
-)
-from mlxk2.server.memory import rss_bytes
+from mlxk2.server.endpoints import ROUTERS
+from mlxk2.server.errors import ApiError, ServiceUnavailableError, error_body, to_status_and_body
 from mlxk2.server.metrics import Metrics
-from mlxk2.server.provider import LoadedEntry, ModelProvider
-from mlxk2.server.schemas import ChatCompletionRequest, CompletionRequest
+from mlxk2.server.provider import ModelProvider
 
 log = logging.getLogger("mlxk2.server")
 
@@ -79,8 +61,8 @@ def create_app(config: ServerConfig, provider: ModelProvider,
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.state.mlxk = state
     _install_error_handlers(app)
-    _add_routes(app)
-    app.include_router(lifecycle.router)
+    for router in ROUTERS:
+        app.include_router(router)
     if config.ui:
         ui.register(app)
     app.add_middleware(_Gate, state=state, gate=ApiKeyGate(config.api_key))
@@ -184,106 +166,3 @@ def _endpoint_label(path: str) -> str:
                 "/v1/completions"):
         return path
     return "other"
-
-
-def _add_routes(app: FastAPI) -> None:
-    @app.get("/health")
-    async def health(request: Request) -> dict[str, Any]:
-        state = state_of(request)
-        return {
-            "status": "shutting_down" if state.draining else "ok",
-            "version": __version__,
-            "models": state.provider.describe(),
-            "loaded_models": state.provider.loaded_names(),
-            "uptime_seconds": round(time.time() - state.started, 3),
-            "rss_bytes": rss_bytes(),
-        }
-
-    @app.get("/metrics")
-    async def metrics(request: Request) -> Response:
-        state = state_of(request)
-        return Response(state.metrics.render(), media_type=state.metrics.content_type)
-
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request) -> Response:
-        state = state_of(request)
-        req = parse_body(ChatCompletionRequest, await read_json(request,
-                                                                state.config.max_body_bytes))
-        for i, message in enumerate(req.messages):
-            part = message.non_text_part()
-            if part is not None:
-                raise BadRequestError(f"Content part type '{part}' is not supported.",
-                                      param=f"messages.{i}.content")
-        messages = [{"role": m.role, "content": m.text()} for m in req.messages]
-
-        def prompt_for(entry: LoadedEntry) -> tuple[list[int], bool | None]:
-            from mlxk2.engine.chat import build_prompt_tokens, opens_reasoning
-
-            tokenizer = entry.loaded.tokenizer
-            try:
-                tokens = build_prompt_tokens(tokenizer, messages)
-            except (ValueError, TypeError, LookupError) as exc:
-                raise BadRequestError(f"The chat template rejected the messages: {exc}",
-                                      param="messages") from exc
-            except Exception as exc:
-                if type(exc).__module__.startswith("jinja2"):
-                    raise BadRequestError(f"The chat template rejected the messages: {exc}",
-                                          param="messages") from exc
-                raise
-            return tokens, opens_reasoning(tokenizer, tokens)
-
-        run = await start_run(state, req, prompt_for)
-        ident = f"chatcmpl-{uuid.uuid4().hex}"
-        created = int(time.time())
-        name = run.entry.name
-        if req.stream:
-            return EventStream(run, chat_stream(run, ident, created, name,
-                                                req.include_usage()))
-        content, reasoning, done = await collect(run, request)
-        message: dict[str, Any] = {"role": "assistant", "content": content}
-        if reasoning:
-            message["reasoning_content"] = reasoning
-        return JSONResponse({
-            "id": ident, "object": "chat.completion", "created": created, "model": name,
-            "choices": [{"index": 0, "message": message, "logprobs": None,
-                         "finish_reason": done.finish_reason}],
-            "usage": usage(done),
-        })
-
-    @app.post("/v1/completions")
-    async def completions(request: Request) -> Response:
-        state = state_of(request)
-        req = parse_body(CompletionRequest, await read_json(request,
-                                                            state.config.max_body_bytes))
-
-        def prompt_for(entry: LoadedEntry) -> tuple[list[int], bool | None]:
-            from mlxk2.engine.chat import raw_prompt_tokens
-
-            prompt = req.prompt
-            if isinstance(prompt, list) and all(isinstance(t, int) for t in prompt):
-                vocab = len(entry.loaded.tokenizer)
-                if any(not 0 <= t < vocab for t in prompt):  # type: ignore[operator]
-                    raise BadRequestError("Prompt token id out of range.", param="prompt")
-                return list(prompt), None  # type: ignore[arg-type]
-            if isinstance(prompt, list):
-                if len(prompt) != 1:
-                    raise BadRequestError("Only one prompt per request is supported.",
-                                          param="prompt")
-                prompt = prompt[0]
-            return raw_prompt_tokens(entry.loaded.tokenizer, str(prompt)), None
-
-        run = await start_run(state, req, prompt_for)
-        ident = f"cmpl-{uuid.uuid4().hex}"
-        created = int(time.time())
-        name = run.entry.name
-        if req.stream:
-            return EventStream(run, text_stream(run, ident, created, name,
-                                                req.include_usage()))
-        content, _, done = await collect(run, request)
-        return JSONResponse({
-            "id": ident, "object": "text_completion", "created": created, "model": name,
-            "choices": [{"index": 0, "text": content, "logprobs": None,
-                         "finish_reason": done.finish_reason}],
-            "usage": usage(done),
-        })
-
