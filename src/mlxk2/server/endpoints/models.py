@@ -1,4 +1,4 @@
-"""What the server has loaded, and steering it: ``/v1/models``, ``/v1/ps``, load, unload.
+"""The model lifecycle, seen and steered: ``/v1/models``, ``/v1/ps``, load and unload.
 
 Model items carry extension fields beside OpenAI's ``id``/``object``/``created``/
 ``owned_by``: ``capabilities``, ``context_length``, ``size_bytes`` and ``loaded``,
