@@ -52,4 +52,8 @@ PY
 kill -TERM "$server"
 wait "$server" || true
 trap - EXIT
+
+step "mlxk2 demo --embedding; mlxk2 embed demo-embed  (a tiny random-weight embedding model)"
+mlxk2 demo --embedding
+mlxk2 embed demo-embed "A cat sits on the mat" "Stock markets fell today"
 step "done: the demo model lives in \$HF_HOME=$HF_HOME"

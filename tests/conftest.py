@@ -11,4 +11,5 @@ pytest_plugins = [
     "tests.fixtures.hub",
     "tests.fixtures.cache",
     "tests.fixtures.models",
+    "tests.fixtures.embedding",
 ]

@@ -24,3 +24,6 @@ def test_demo_script_runs_the_main_job_offline(tmp_path: Path) -> None:
     assert chat_completion["object"] == "chat.completion"
     assert chat_completion["usage"]["completion_tokens"] > 0
     assert (tmp_path / "hf_home" / "hub" / "models--mlxk2--demo-chat").is_dir()
+    embedded = [line for line in out.splitlines() if "dim=64  norm=1.0000" in line]
+    assert [line.split("  [")[0].strip() for line in embedded] == \
+        ["A cat sits on the mat", "Stock markets fell today"]

@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str | None]] = {
     "ps": ("mlxk2.commands.ps", "List the models a running server has loaded"),
     "load": ("mlxk2.commands.load", "Have a running server load a model"),
     "unload": ("mlxk2.commands.unload", "Have a running server unload a model"),
+    "embed": ("mlxk2.commands.embed", "Turn texts into embedding vectors"),
     "demo": ("mlxk2.commands.demo", "Build a small offline demo model"),
     "convert": ("mlxk2.commands.convert", None),
 }

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from tests.fixtures.cache import CASES, UNHEALTHY, BuiltCache
+from tests.fixtures.cache import BuiltCache
+from tests.fixtures.cache_cases import CASES, UNHEALTHY
 from tests.fixtures.cli import run_inprocess
 
 

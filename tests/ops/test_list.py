@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from mlxk2.cache.layout import store_snapshot
-from tests.fixtures.cache import CASES, BuiltCache, mlx_chat_files
+from tests.fixtures.cache import BuiltCache
+from tests.fixtures.cache_cases import CASES
+from tests.fixtures.cache_content import mlx_chat_files
 from tests.fixtures.cli import run_inprocess
 
 MODEL_FIELDS = {"name", "hash", "size_bytes", "last_modified", "framework", "model_type",
@@ -95,7 +97,7 @@ def test_size_is_the_real_bytes_of_the_selected_snapshot(hf_cache: Path, tmp_pat
 
 
 def test_two_snapshots_select_refs_main(cache_env: BuiltCache) -> None:
-    from tests.fixtures.cache import COMMIT_OLD
+    from tests.fixtures.cache_damage import COMMIT_OLD
 
     model = _models(cache_env)[CASES["two_snapshots"].repo_id]
     assert model["hash"] == COMMIT_OLD

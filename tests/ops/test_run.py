@@ -16,7 +16,7 @@ from mlxk2.errors import ModelIncompatibleError, ModelUnhealthyError
 from mlxk2.ops import run as ops
 from mlxk2.output.envelope import success_envelope
 from mlxk2.output.run import ReplyPrinter, print_reply
-from tests.fixtures.cache import CASES, UNHEALTHY
+from tests.fixtures.cache_cases import CASES, UNHEALTHY
 from tests.fixtures.cli import cli_env, run_inprocess, run_subprocess
 from tests.fixtures.models import BASE, CHAT
 from tests.fixtures.schema import assert_valid_envelope

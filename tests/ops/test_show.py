@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.fixtures.cache import CASES, COMMIT_NEW, BuiltCache, mlx_chat_files
+from tests.fixtures.cache import BuiltCache
+from tests.fixtures.cache_cases import CASES
+from tests.fixtures.cache_content import mlx_chat_files
+from tests.fixtures.cache_damage import COMMIT_NEW
 from tests.fixtures.cli import run_inprocess
 
 

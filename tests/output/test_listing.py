@@ -14,7 +14,8 @@ from mlxk2.ops.list import list_models
 from mlxk2.output.format import visible_width
 from mlxk2.output.listing import render_list
 from mlxk2.output.sink import Output
-from tests.fixtures.cache import CASES, BuiltCache, build_cache
+from tests.fixtures.cache import BuiltCache, build_cache
+from tests.fixtures.cache_cases import CASES
 from tests.fixtures.cli import cli_env, run_inprocess
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")

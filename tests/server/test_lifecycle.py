@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.fixtures.models import BASE, CHAT, CHAT_4BIT
-from tests.server.conftest import LiveServer, _connection, raw_request
+from tests.fixtures.server import LiveServer, connection, raw_request
 
 KEY = "lifecycle-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -136,7 +136,7 @@ def test_a_request_keep_alive_sets_the_model_expiry(steered):
 
 def test_busy_model_shows_its_request_and_unloads_when_it_ends(steered):
     assert _post(steered, f"/v1/models/{CHAT}/load").status == 200
-    conn = _connection(steered.url)
+    conn = connection(steered.url)
     body = {"model": CHAT, "messages": [{"role": "user", "content": "Go on."}],
             "max_tokens": 4000, "stream": True}
     conn.request("POST", "/v1/chat/completions", body=json.dumps(body).encode(),

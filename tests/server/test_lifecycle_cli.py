@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.cli import cli_env, run_inprocess, run_subprocess
-from tests.server.conftest import ServeProcess, free_port, raw_request
+from tests.fixtures.server import ServeProcess, free_port, raw_request
 
 KEY = "cli-secret"
 

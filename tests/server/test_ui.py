@@ -7,7 +7,7 @@ import re
 import pytest
 
 from mlxk2.server.ui import STATIC_DIR
-from tests.server.conftest import raw_request
+from tests.fixtures.server import raw_request
 
 
 def test_page_and_assets_are_served_with_a_strict_policy(live):

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.fixtures.models import CHAT, CHAT_4BIT
-from tests.server.conftest import ServeProcess, raw_request
+from tests.fixtures.server import ServeProcess, raw_request
 
 CHROMIUM = Path(os.environ.get("MLXK2_TEST_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",

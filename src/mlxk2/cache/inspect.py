@@ -14,6 +14,7 @@ from typing import Any
 
 from mlxk2.cache.capabilities import Capability, Framework, ModelType
 from mlxk2.cache.config import context_length
+from mlxk2.cache.embedding import embedding_reason
 from mlxk2.cache.integrity import scan_model
 from mlxk2.cache.runtime import runtime_reason
 from mlxk2.resolve import DEFAULT_ORG, ResolvedModel
@@ -65,6 +66,12 @@ class ModelInfo:
             self.model_type != ModelType.EMBEDDING.value
 
     @property
+    def embeddable(self) -> bool:
+        """Can ``embed`` and ``/v1/embeddings`` use it?"""
+        return self.healthy and self.runtime_compatible and \
+            self.model_type == ModelType.EMBEDDING.value
+
+    @property
     def last_modified_iso(self) -> str:
         stamp = datetime.fromtimestamp(self.last_modified, tz=timezone.utc)
         return stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -102,8 +109,9 @@ def inspect_model(resolved: ResolvedModel) -> ModelInfo:
         runtime_ok, reason = False, problem
     else:
         if model_type is ModelType.EMBEDDING:
-            reason = runtime_reason({}, framework.value) if framework is not Framework.MLX \
-                else None
+            reason = embedding_reason(path, names, config, framework.value)
+            if reason is None:  # mlxk2's encoder loads the safetensors into MLX as they are
+                framework = Framework.MLX
         else:
             reason = runtime_reason(config or {}, framework.value)
         runtime_ok = reason is None

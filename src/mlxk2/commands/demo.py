@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 
+from mlxk2.errors import ValidationError
 from mlxk2.output.sink import Output
 
 PRESET_CHOICES = ("tiny", "mid")
@@ -26,12 +27,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base", action="store_true",
                         help="A base model without a chat template")
     parser.add_argument("--seed", type=int, default=0, help="Weight seed (default: 0)")
+    parser.add_argument("--embedding", action="store_true",
+                        help="An embedding model instead (mlxk2/demo-embed, for mlxk2 embed)")
 
 
 def handle(args: argparse.Namespace, out: Output) -> int:
-    from mlxk2.ops.demo import install_demo
+    from mlxk2.ops.demo import install_demo, install_demo_embedding
     from mlxk2.output.demo import render_demo
 
+    if args.embedding:
+        if args.path or args.quantize or args.base or args.preset != "tiny":
+            raise ValidationError("--embedding builds one fixed model into the cache; "
+                                  "it takes no --path, --preset, --quantize or --base")
+        return out.success("demo", install_demo_embedding(seed=args.seed).to_dict(), render_demo)
     result = install_demo(path=args.path, preset=args.preset, quantize_bits=args.quantize,
                           chat_template=not args.base, seed=args.seed)
     return out.success("demo", result.to_dict(), render_demo)

@@ -208,3 +208,69 @@ def build_demo_model(
     save_config(config, dest / "config.json")
     (dest / "README.md").write_text(_model_card(preset, quantize_bits, chat_template))
     return dest
+
+
+#: The demo embedding model: a 2-layer BERT in the sentence-transformers layout.
+EMBED_SIZES = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+               "intermediate_size": 128, "max_position_embeddings": 512}
+EMBED_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+def build_demo_embedding_model(dest: Path, *, seed: int = 0) -> Path:
+    """Write a tiny random-weight BERT encoder with mean pooling and Normalize into ``dest``.
+
+    The WordPiece tokenizer is trained on the shipped corpus, the weights come
+    from MLX's seeded initialisers, and the files follow the sentence-transformers
+    layout (``modules.json``, ``1_Pooling``, ``2_Normalize``) with Hugging Face
+    weight names, as a real encoder repo has them.
+    """
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+
+    from mlxk2.engine.embed import BertModel, EncoderArgs, hf_weight_name
+
+    dest = Path(dest)
+    (dest / "1_Pooling").mkdir(parents=True, exist_ok=True)
+    (dest / "2_Normalize").mkdir(exist_ok=True)
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(vocab_size=VOCAB_SIZE, show_progress=False,
+                                        special_tokens=list(EMBED_SPECIAL_TOKENS))
+    tokenizer.train_from_iterator(corpus_text().splitlines(), trainer)
+    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
+    tokenizer.save(str(dest / "tokenizer.json"))
+    config = {"model_type": "bert", "architectures": ["BertModel"], **EMBED_SIZES,
+              "vocab_size": tokenizer.get_vocab_size(), "type_vocab_size": 2,
+              "layer_norm_eps": 1e-12, "hidden_act": "gelu", "pad_token_id": 0,
+              "torch_dtype": "float32"}
+    mx.random.seed(seed)
+    model = BertModel(EncoderArgs.from_config(config))
+    weights = {hf_weight_name(k): v for k, v in tree_flatten(model.parameters())}
+    mx.save_safetensors(str(dest / "model.safetensors"), weights, metadata={"format": "pt"})
+    files: dict[str, Any] = {
+        "config.json": config,
+        "tokenizer_config.json": {"tokenizer_class": "BertTokenizer", "do_lower_case": True,
+                                  "model_max_length": 128},
+        "modules.json": [
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Pooling",
+             "type": "sentence_transformers.models.Pooling"},
+            {"idx": 2, "name": "2", "path": "2_Normalize",
+             "type": "sentence_transformers.models.Normalize"},
+        ],
+        "1_Pooling/config.json": {"word_embedding_dimension": EMBED_SIZES["hidden_size"],
+                                  "pooling_mode_mean_tokens": True},
+        "sentence_bert_config.json": {"max_seq_length": 128, "do_lower_case": False},
+    }
+    for name, content in files.items():
+        (dest / name).write_text(json.dumps(content, indent=2) + "\n")
+    (dest / "README.md").write_text(
+        "---\nlibrary_name: sentence-transformers\ntags:\n- mlxk2-demo\n"
+        "pipeline_tag: sentence-similarity\n---\n# mlxk2 demo embedding model\n\n"
+        "Random weights, built offline by `mlxk2 demo --embedding`; its vectors carry no "
+        "meaning.\n")
+    return dest

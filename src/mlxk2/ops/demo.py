@@ -120,3 +120,26 @@ def _size(folder: Path) -> int:
         for name in files:
             total += (Path(dirpath) / name).stat().st_size
     return total
+
+
+DEMO_EMBEDDING = f"{DEMO_ORG}/demo-embed"
+
+
+def install_demo_embedding(*, seed: int = 0, root: Path | None = None,
+                           builder: Callable[..., Path] | None = None) -> DemoResult:
+    """Build the demo embedding model into the cache as :data:`DEMO_EMBEDDING`.
+
+    Raises:
+        FilesystemError: the files cannot be written.
+    """
+    if builder is None:
+        from mlxk2.engine.demo import build_demo_embedding_model as builder
+    root = cache_root() if root is None else root
+    try:
+        with tempfile.TemporaryDirectory(prefix="mlxk2-demo-") as tmp:
+            _build(builder, Path(tmp), {"seed": seed})
+            snapshot = store_snapshot(root, DEMO_EMBEDDING, Path(tmp))
+    except OSError as exc:
+        raise FilesystemError(f"Cannot write the demo model: {exc}") from exc
+    return DemoResult(DEMO_EMBEDDING, snapshot, True, snapshot.name, "embedding", None, False,
+                      _size(snapshot))

@@ -15,6 +15,11 @@ def _as_path_spec(path: str) -> str:
 
 
 def render_demo(data: dict[str, Any], out: Output) -> str:
+    if data["preset"] == "embedding":
+        return (f"Built demo embedding model {data['model']} "
+                f"({human_size(data['size_bytes'])}) into the cache.\n"
+                "Its weights are random: the vectors carry no meaning.\n"
+                'Try: mlxk2 embed demo-embed "Hello"')
     variant = data["preset"] + (f", {data['quantize_bits']}-bit" if data["quantize_bits"] else "")
     kind = "chat" if data["chat_template"] else "base"
     where = "into the cache" if data["cached"] else "into the workspace"

@@ -20,6 +20,7 @@ from mlxk2.server._runs import ClientGoneError
 from mlxk2.server._state import Admission, ServerState
 from mlxk2.server.auth import ApiKeyGate
 from mlxk2.server.config import ServerConfig
+from mlxk2.server.embeddings import register as register_embeddings
 from mlxk2.server.endpoints import ROUTERS
 from mlxk2.server.errors import ApiError, ServiceUnavailableError, error_body, to_status_and_body
 from mlxk2.server.metrics import Metrics
@@ -63,6 +64,7 @@ def create_app(config: ServerConfig, provider: ModelProvider,
     _install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    register_embeddings(app)
     if config.ui:
         ui.register(app)
     app.add_middleware(_Gate, state=state, gate=ApiKeyGate(config.api_key))
@@ -163,6 +165,6 @@ def _endpoint_label(path: str) -> str:
         action = path.rsplit("/", 1)[-1]
         return "/v1/models/{id}" + (f"/{action}" if action in ("load", "unload") else "")
     if path in ("/health", "/metrics", "/v1/models", "/v1/ps", "/v1/chat/completions",
-                "/v1/completions"):
+                "/v1/completions", "/v1/embeddings"):
         return path
     return "other"

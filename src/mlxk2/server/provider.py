@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from mlxk2.cache.inspect import ModelInfo
     from mlxk2.engine.load import LoadedModel
     from mlxk2.resolve import ResolvedModel
+    from mlxk2.server.embed_batcher import EmbeddingBatcher
 
 log = logging.getLogger("mlxk2.server")
 
@@ -41,16 +42,17 @@ class Runnable:
     path: Path
     info: ModelInfo
     weight_bytes: int
+    embedding: bool = False
 
 
 @dataclass(eq=False)
 class LoadedEntry:
     """A loaded model, its batch, and how busy it is.
 
-    ``active`` counts leases (requests that acquired the model), ``running`` those
-    of them holding a batch slot; the rest wait for one. ``keep_alive`` is the idle
-    time before unloading (``math.inf``: never), the server default until a
-    request or a load sets another.
+    ``active`` counts leases (requests that acquired the model), ``running`` the
+    generating ones among them that hold a batch slot; the rest wait for one.
+    ``keep_alive`` is the idle time before unloading (``math.inf``: never), the
+    server default until a request or a load sets another.
     """
 
     name: str
@@ -63,6 +65,7 @@ class LoadedEntry:
     running: int = 0
     keep_alive: float = math.inf
     last_used: float = field(default_factory=time.monotonic)
+    embedder: EmbeddingBatcher | None = None
 
     @property
     def loaded(self) -> LoadedModel:
@@ -81,10 +84,33 @@ def check_runnable(resolved: ResolvedModel) -> Runnable:
     info = inspect_model(resolved)
     if not info.healthy:
         raise ModelUnhealthyError(f"Model '{info.name}' is unhealthy: {info.reason}")
+    if info.embeddable:
+        raise ModelIncompatibleError(f"Model '{info.name}' is an embedding model and cannot "
+                                     "generate text; use /v1/embeddings")
     if not info.runnable or resolved.path is None:
         reason = info.reason or f"'{info.model_type}' models cannot generate text"
         raise ModelIncompatibleError(f"Model '{info.name}' cannot be served: {reason}")
     return Runnable(info.name, resolved.path, info, weight_bytes(resolved.path))
+
+
+def check_embeddable(resolved: ResolvedModel) -> Runnable:
+    """The same checks as ``embed``, for ``/v1/embeddings``.
+
+    Raises:
+        ModelUnhealthyError: The files are damaged or incomplete.
+        ModelIncompatibleError: A chat or base model, or an encoder mlxk2 cannot run.
+    """
+    from mlxk2.cache.inspect import inspect_model
+
+    info = inspect_model(resolved)
+    if not info.healthy:
+        raise ModelUnhealthyError(f"Model '{info.name}' is unhealthy: {info.reason}")
+    if info.model_type != "embedding":
+        raise ModelIncompatibleError(f"Model '{info.name}' is a {info.model_type} model, not "
+                                     "an embedding model; use /v1/chat/completions")
+    if not info.embeddable or resolved.path is None:
+        raise ModelIncompatibleError(f"Model '{info.name}' cannot embed: {info.reason}")
+    return Runnable(info.name, resolved.path, info, weight_bytes(resolved.path), embedding=True)
 
 
 def _default_loader(path: Path) -> LoadedModel:
@@ -142,12 +168,16 @@ class ModelProvider:
     def loaded_names(self) -> list[str]:
         return [entry.name for entry in self._loaded.values()]
 
-    def runnable(self, spec: str, *, operator: bool = False) -> Runnable:
+    def runnable(self, spec: str, *, operator: bool = False, embedding: bool | None = False,
+                 ) -> Runnable:
         """Resolve and check a model without loading it (blocking file I/O).
 
         Clients may name cache models and the workspaces the operator served
         (``--model``); any other folder path is "does not exist", so a request
         can neither load arbitrary folders nor probe which paths exist.
+
+        ``embedding`` asks for a model ``/v1/embeddings`` can use instead of one
+        that generates text; None takes the model for what it is (``--model``).
 
         Raises:
             ModelNotFoundError: an unknown model, or a path the operator did not serve.
@@ -159,19 +189,24 @@ class ModelProvider:
         resolved = resolve(spec, root=self.root)
         if not operator and not resolved.cached and resolved.name not in self._workspaces:
             raise ModelNotFoundError(f"The model '{spec}' does not exist.")
-        return check_runnable(resolved)
+        if embedding is None:
+            from mlxk2.cache.inspect import inspect_model
+
+            embedding = inspect_model(resolved).model_type == "embedding"
+        return check_embeddable(resolved) if embedding else check_runnable(resolved)
 
     def catalog(self) -> list[ModelInfo]:
-        """Models a request may name, by ``list`` rules (healthy, runtime-compatible,
-        not embedding), plus the workspaces served so far."""
+        """Models a request may name, by ``list`` rules (healthy, runtime-compatible;
+        generating or embedding), plus the workspaces served so far."""
         from mlxk2.cache.inspect import inspect_model
         from mlxk2.ops.list import list_models
         from mlxk2.resolve import resolve
 
-        found = [info for info in list_models(root=self.root) if info.runnable]
+        found = [info for info in list_models(root=self.root)
+                 if info.runnable or info.embeddable]
         known = {info.name for info in found}
         found.extend(inspect_model(resolve(name, root=self.root))
-                     for name in self._workspaces if name not in known)
+                     for name in list(self._workspaces) if name not in known)
         return found
 
     # -- loading ---------------------------------------------------------------
@@ -182,25 +217,27 @@ class ModelProvider:
         Raises:
             MlxkError: Resolution, health, runtime, memory or load failures.
         """
-        target = self.runnable(spec, operator=True)
+        target = self.runnable(spec, operator=True, embedding=None)
         self._check_memory(target)
         entry = self.worker.call(self._build_entry, target).result()
         self._remember(target, entry)
         self._aliases[spec] = entry.path
         return entry
 
-    async def acquire(self, spec: str, keep_alive: float | None = None) -> LoadedEntry:
+    async def acquire(self, spec: str, *, embedding: bool = False,
+                      keep_alive: float | None = None) -> LoadedEntry:
         """The loaded model for ``spec``, loading it once however many ask at once.
 
         The caller must :meth:`release` the entry when its request ends.
 
         Args:
             spec: A model name a client may use (see :meth:`runnable`).
+            embedding: Ask for an embedding model (its ``embedder`` is set).
             keep_alive: Idle seconds before this model unloads from now on
                 (``math.inf``: never, 0: as soon as it is idle); None keeps its setting.
         """
         while True:
-            entry = await self._find_or_load(spec)
+            entry = await self._find_or_load(spec, embedding)
             # A model loaded for us could be unloaded (keep-alive 0, LRU) before we
             # resumed; counting ourselves in only once it is still there is race-free.
             if self._loaded.get(entry.path) is entry:
@@ -213,12 +250,12 @@ class ModelProvider:
         self._aliases[spec] = entry.path
         return entry
 
-    async def _find_or_load(self, spec: str) -> LoadedEntry:
+    async def _find_or_load(self, spec: str, embedding: bool) -> LoadedEntry:
         known = self._aliases.get(spec)
         entry = self._loaded.get(known) if known is not None else None
-        if entry is not None:
+        if entry is not None and (entry.embedder is not None) == embedding:
             return entry
-        target = await asyncio.to_thread(self.runnable, spec)
+        target = await asyncio.to_thread(self.runnable, spec, embedding=embedding)
         entry = self._loaded.get(target.path)
         if entry is not None:
             return entry
@@ -266,12 +303,29 @@ class ModelProvider:
         import mlx.core as mx
 
         before = mx.get_active_memory()
+        entry = self._build_embedder(target) if target.embedding else self._build_generator(target)
+        grown = mx.get_active_memory() - before
+        entry.memory_bytes = grown if grown > 0 else target.weight_bytes
+        return entry
+
+    def _build_generator(self, target: Runnable) -> LoadedEntry:
+        """Runs on the MLX thread."""
         loaded = self._load(target.path)
         log.info("loaded %s in %.2fs", target.name, getattr(loaded, "load_s", 0.0))
         batch = ModelBatch(loaded, self.max_batch, self.prompt_cache)
-        grown = mx.get_active_memory() - before
-        return LoadedEntry(target.name, target.path, batch, target.info, target.weight_bytes,
-                           memory_bytes=grown if grown > 0 else target.weight_bytes)
+        return LoadedEntry(target.name, target.path, batch, target.info, target.weight_bytes)
+
+    def _build_embedder(self, target: Runnable) -> LoadedEntry:
+        """Runs on the MLX thread. The batcher stands in as the entry's batch, so
+        unloading releases it like any other model."""
+        from mlxk2.engine.embed import load_encoder
+        from mlxk2.server.embed_batcher import EmbeddingBatcher
+
+        encoder = load_encoder(target.path, name=target.name)
+        log.info("loaded %s in %.2fs", target.name, encoder.load_s)
+        embedder = EmbeddingBatcher(encoder, self.worker.call)
+        return LoadedEntry(target.name, target.path, embedder,  # type: ignore[arg-type]
+                           target.info, target.weight_bytes, embedder=embedder)
 
     def _remember(self, target: Runnable, entry: LoadedEntry) -> None:
         entry.keep_alive = self._default_keep_alive
@@ -342,6 +396,12 @@ class ModelProvider:
         """Loaded models, least recently used first."""
         return list(self._loaded.values())
 
+    def request_counts(self, entry: LoadedEntry) -> tuple[int, int]:
+        """``(active, queued)`` requests of a model: generating ones wait for a batch
+        slot; an embedding request is active from its lease."""
+        running = entry.active if entry.embedder is not None else entry.running
+        return running, entry.active - running
+
     def seconds_to_unload(self, entry: LoadedEntry, now: float | None = None) -> float | None:
         """Seconds until an idle model unloads; None while busy or when kept for ever."""
         if entry.active > 0 or math.isinf(entry.keep_alive):
@@ -361,7 +421,7 @@ class ModelProvider:
         known = self._aliases.get(spec)
         if known is not None and known in self._loaded:
             return self._loaded[known]
-        target = await asyncio.to_thread(self.runnable, spec)
+        target = await asyncio.to_thread(self.runnable, spec, embedding=None)
         return self._loaded.get(target.path)
 
     async def unload_named(self, spec: str) -> LoadedEntry | None:

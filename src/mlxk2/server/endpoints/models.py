@@ -53,10 +53,11 @@ def _owner(name: str) -> str:
 def load_state(provider: ModelProvider, entry: LoadedEntry) -> dict[str, Any]:
     """The fields a loaded model adds to its item."""
     remaining = provider.seconds_to_unload(entry)
+    active, queued = provider.request_counts(entry)
     return {
         "memory_bytes": entry.memory_bytes,
-        "active_requests": entry.running,
-        "queued_requests": entry.active - entry.running,
+        "active_requests": active,
+        "queued_requests": queued,
         "keep_alive_seconds": None if math.isinf(entry.keep_alive) else entry.keep_alive,
         "expires_at": None if remaining is None else _iso(time.time() + remaining),
     }
@@ -106,7 +107,9 @@ async def load_model(model_id: str, request: Request) -> dict[str, Any]:
             "transfer-encoding" in request.headers:
         body = parse_body(LoadRequest, await read_json(request, state.config.max_body_bytes))
     provider = state.provider
-    entry = await provider.acquire(model_id, keep_alive=body.keep_alive)
+    target = await asyncio.to_thread(provider.runnable, model_id, embedding=None)
+    entry = await provider.acquire(model_id, embedding=target.embedding,
+                                   keep_alive=body.keep_alive)
     provider.release(entry)
     return model_item(provider, entry.info, entry)
 
@@ -125,12 +128,13 @@ async def unload_model(model_id: str, request: Request) -> JSONResponse:
 
 @router.get("/v1/models/{model_id:path}")
 async def get_model(model_id: str, request: Request) -> dict[str, Any]:
-    """A model by id, or by any name a completion request accepts (``demo-chat``)."""
+    """A model by id, or by any name a request accepts (``demo-chat``)."""
     provider = state_of(request).provider
     items = {item["id"]: item for item in await _items(provider)}
     if model_id not in items:
         with contextlib.suppress(MlxkError):
-            model_id = (await asyncio.to_thread(provider.runnable, model_id)).name
+            model_id = (await asyncio.to_thread(provider.runnable, model_id,
+                                                embedding=None)).name
     if model_id in items:
         return items[model_id]
     raise ModelNotFoundError(f"The model '{model_id}' does not exist.")
