@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
 import pytest
 
+from mlxk2.cache.layout import store_snapshot
+from mlxk2.server import ModelProvider, ServerConfig, Worker
+from tests.fixtures.embedding import MINILM, minilm_folder
 from tests.fixtures.models import BASE, CHAT, CHAT_4BIT
-from tests.fixtures.server import LiveServer, connection, raw_request
+from tests.fixtures.server import LiveServer, connection, free_port, raw_request, start_server
 
 KEY = "lifecycle-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -153,3 +157,28 @@ def test_busy_model_shows_its_request_and_unloads_when_it_ends(steered):
     finally:
         conn.close()
     _wait_for(lambda: CHAT not in _ps(steered))
+
+
+@pytest.fixture(scope="module")
+def with_encoder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A server over a cache that holds the MiniLM embedding model."""
+    root = tmp_path_factory.mktemp("encoder_hub")
+    store_snapshot(root, MINILM, minilm_folder())
+    config = ServerConfig(port=free_port(), keep_alive=None, api_key=KEY)
+    worker = Worker()
+    worker.start()
+    live, stop = start_server(config, ModelProvider(worker, keep_alive=None, root=root))
+    yield live
+    stop()
+
+
+def test_embedding_models_load_show_and_honour_a_request_keep_alive(with_encoder):
+    loaded = _post(with_encoder, f"/v1/models/{MINILM}/load")
+    assert loaded.status == 200, loaded.body
+    item = _ps(with_encoder)[MINILM]
+    assert item["capabilities"] == ["embeddings"]
+    assert (item["active_requests"], item["queued_requests"], item["expires_at"]) == (0, 0, None)
+    answer = _post(with_encoder, "/v1/embeddings",
+                   {"model": MINILM, "input": "a cat", "keep_alive": 0})
+    assert answer.status == 200, answer.body
+    _wait_for(lambda: MINILM not in _ps(with_encoder), seconds=5)

@@ -101,7 +101,8 @@ class ServerClient:
 
 
 def _error_for(status: int, body: dict[str, Any]) -> MlxkError:
-    error = body.get("error") if isinstance(body.get("error"), dict) else {}
+    found = body.get("error")
+    error: dict[str, Any] = found if isinstance(found, dict) else {}
     message = str(error.get("message") or f"The server answered HTTP {status}.")
     cls = _BY_CODE.get(str(error.get("code")))
     if cls is None:
