@@ -13,6 +13,7 @@ import importlib.util
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from mlxk2.errors import InternalError, InterruptedByUserError, MlxkError, ValidationError
 from mlxk2.output.sink import Output
@@ -84,7 +85,7 @@ def build_parser() -> _Parser:
     for name, module_name in _available_commands().items():
         help_text = COMMANDS[name][1]
         aliases = [a for a, target in ALIASES.items() if target == name]
-        kwargs = {"help": help_text} if help_text else {}
+        kwargs: dict[str, Any] = {"help": help_text} if help_text else {}
         module = importlib.import_module(module_name)
         sub = subparsers.add_parser(name, aliases=aliases, description=module.__doc__,
                                     formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -107,6 +108,12 @@ def _guess_command(argv: Sequence[str]) -> str:
     return "version"
 
 
+def _handle(module_name: str, args: argparse.Namespace | None, out: Output) -> int:
+    """Import a command module and run it; every command's ``handle`` returns its exit code."""
+    code: int = importlib.import_module(module_name).handle(args, out)
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     out = Output(json_mode="--json" in argv)
@@ -114,11 +121,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if "--version" in argv and set(argv) <= {"--version", "--json"}:
             # Fast path: scripts call --version often; skip building every subparser.
-            return importlib.import_module("mlxk2.commands.version").handle(None, out)
+            return _handle("mlxk2.commands.version", None, out)
         args = build_parser().parse_args(argv)
         if args.version:
             command = "version"
-            return importlib.import_module("mlxk2.commands.version").handle(args, out)
+            return _handle("mlxk2.commands.version", args, out)
         if args.command is None:
             if out.json:
                 raise ValidationError("No command given; see 'mlxk2 --help'")
@@ -126,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         name = ALIASES.get(args.command, args.command)
         command = ENVELOPE_NAMES.get(name, name)
-        return importlib.import_module(args._module).handle(args, out)
+        return _handle(args._module, args, out)
     except _UsageError as exc:
         return out.failure(command, ValidationError(str(exc)))
     except MlxkError as exc:

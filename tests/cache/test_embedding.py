@@ -10,7 +10,7 @@ import pytest
 from mlxk2.cache.embedding import embedding_pipeline
 from mlxk2.cache.inspect import inspect_model
 from mlxk2.resolve import resolve
-from tests.fixtures.cache import bert_embedding_files, safetensors_bytes
+from tests.fixtures.cache_content import bert_embedding_files, safetensors_bytes
 from tests.fixtures.cli import run_inprocess
 from tests.fixtures.embedding import MINILM, MiniLmCache
 

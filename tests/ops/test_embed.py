@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.fixtures.cache import bert_embedding_files
+from tests.fixtures.cache_content import bert_embedding_files
 from tests.fixtures.cli import run_inprocess
 from tests.fixtures.embedding import MINILM, MiniLmCache, minilm_reference
 from tests.fixtures.models import CHAT, DemoCache
@@ -104,7 +104,8 @@ def test_over_long_text_is_cut_and_counted(minilm_env: MiniLmCache) -> None:
 def test_a_chat_model_is_refused_as_incompatible(demo_cache: DemoCache) -> None:
     error = _error(run_inprocess("embed", str(demo_cache.paths[CHAT]), "hello", "--json"))
     assert error["type"] == "model_incompatible"
-    assert error["message"].endswith("is a chat model; embed needs an embedding model")
+    assert error["message"].endswith(
+        "is a chat model, not an embedding model; run generates text with it")
 
 
 def test_run_still_refuses_the_embedding_model(minilm_env: MiniLmCache) -> None:

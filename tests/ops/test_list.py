@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mlxk2.cache.layout import store_snapshot
-from tests.fixtures.cache import BuiltCache
+from tests.fixtures.cache import BuiltCache, build_cache
 from tests.fixtures.cache_cases import CASES
 from tests.fixtures.cache_content import mlx_chat_files
 from tests.fixtures.cli import run_inprocess
@@ -139,6 +139,32 @@ def test_human_sizes_and_times_are_readable(cache_env: BuiltCache) -> None:
                 if line.startswith(CASES["chat"].repo_id + " "))
     assert re.search(r"\b\d+(\.\d)?(B|KB|MB)\b", line)
     assert re.search(r"(just now|ago)", line)
+
+
+def test_human_list_shows_exactly_the_models_run_accepts(hf_cache: Path) -> None:
+    from mlxk2.errors import MlxkError
+    from mlxk2.ops.run import check_runnable
+
+    build_cache(hf_cache, ["chat", "embedding", "unsupported_arch"])
+    shown = {line.split()[0] for line in run_inprocess("list").stdout.splitlines()[1:]
+             if line and not line.startswith("(")}
+    for key in ("chat", "embedding", "unsupported_arch"):
+        name = CASES[key].repo_id
+        try:
+            check_runnable(name)
+        except MlxkError:
+            accepted = False
+        else:
+            accepted = True
+        assert (name in shown) is accepted, name
+    assert shown == {CASES["chat"].repo_id}
+
+
+def test_human_all_names_why_an_embedding_model_is_not_runnable(hf_cache: Path) -> None:
+    build_cache(hf_cache, ["embedding"])
+    line = next(line for line in run_inprocess("list", "--all").stdout.splitlines()
+                if line.startswith(CASES["embedding"].repo_id))
+    assert "embedding model" in line
 
 
 def test_every_model_carries_its_context_length(cache_env: BuiltCache) -> None:

@@ -19,7 +19,7 @@ from mlxk2.server import ModelProvider, ServerConfig, Worker
 from mlxk2.server.embed_batcher import EmbeddingBatcher
 from tests.fixtures.embedding import MINILM, minilm_folder, minilm_reference
 from tests.fixtures.models import CHAT, DemoCache
-from tests.server.conftest import LiveServer, free_port, raw_request, start_server
+from tests.fixtures.server import LiveServer, free_port, raw_request, start_server
 
 CAT, FELINE, STOCKS = "A cat sits on the mat", "A feline rests on a rug", "Stock markets fell today"
 

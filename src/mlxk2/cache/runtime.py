@@ -203,7 +203,7 @@ def _module_problem(path: Path, version: str) -> str | None:
 
 
 def _guarded_imports(tree: ast.Module) -> list[str]:
-    packages = []
+    packages: list[str] = []
     for node in tree.body:
         if not isinstance(node, ast.Try) or not any(_fails_hard(h) for h in node.handlers):
             continue

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from typing import TextIO
 
 from mlxk2.commands._common import add_model_argument
@@ -88,7 +89,8 @@ def handle(args: argparse.Namespace, out: Output) -> int:
         # Stdout holds only replies unless a person at a terminal sees it: prompts
         # and the greeting appear only for terminal input, on stderr if stdout
         # is redirected; piped input gets neither.
-        read_line, prompt, prompt_stream = input, render.CHAT_PROMPT, out.stdout
+        read_line: Callable[[str], str] = input
+        prompt, prompt_stream = render.CHAT_PROMPT, out.stdout
         if not sys.stdin.isatty():
             prompt = ""
         elif out.stdout.isatty():
@@ -104,7 +106,7 @@ def handle(args: argparse.Namespace, out: Output) -> int:
         max_tokens=args.max_tokens, stop=args.stop,
     )
     budget = prepared.budget
-    if budget.clamped:
+    if budget.clamped and budget.requested is not None:
         out.warn(render.clamp_warning(budget.requested, budget.max_tokens,
                                       model.loaded.context_length))
     events = ops.run_one_shot(model, prepared, params)

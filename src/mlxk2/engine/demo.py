@@ -249,7 +249,9 @@ def build_demo_embedding_model(dest: Path, *, seed: int = 0) -> Path:
               "torch_dtype": "float32"}
     mx.random.seed(seed)
     model = BertModel(EncoderArgs.from_config(config))
-    weights = {hf_weight_name(k): v for k, v in tree_flatten(model.parameters())}
+    flat = tree_flatten(model.parameters())
+    assert isinstance(flat, list)  # a module's parameters flatten to (name, array) pairs
+    weights = {hf_weight_name(k): v for k, v in flat}
     mx.save_safetensors(str(dest / "model.safetensors"), weights, metadata={"format": "pt"})
     files: dict[str, Any] = {
         "config.json": config,

@@ -104,7 +104,8 @@ class _Embeddings(nn.Module):
         positions = mx.arange(ids.shape[1]) + self.offset
         h = self.word_embeddings(ids) + self.position_embeddings(positions)[None]
         # Single-segment input: every token has type 0.
-        return self.norm(h + self.token_type_embeddings.weight[0])
+        out: mx.array = self.norm(h + self.token_type_embeddings.weight[0])
+        return out
 
 
 class _Attention(nn.Module):
@@ -142,7 +143,8 @@ class _Layer(nn.Module):
 
     def __call__(self, h: mx.array, mask: mx.array) -> mx.array:
         h = self.attention_norm(h + self.attention_out(self.attention(h, mask)))
-        return self.ffn_norm(h + self.ffn_out(self.act(self.ffn_in(h))))
+        out: mx.array = self.ffn_norm(h + self.ffn_out(self.act(self.ffn_in(h))))
+        return out
 
 
 class BertModel(nn.Module):
@@ -318,7 +320,9 @@ def load_encoder(path: Path, name: str | None = None) -> Encoder:
         model = BertModel(args)
         weights: dict[str, mx.array] = {}
         for file in sorted(path.glob("*.safetensors")):
-            weights.update(mx.load(str(file)))
+            shard = mx.load(str(file))
+            assert isinstance(shard, dict)  # a .safetensors file loads as a dict
+            weights.update(shard)
         model.load_weights(list(sanitize(weights).items()), strict=True)
     except (KeyError, ValueError, TypeError) as exc:
         raise ModelIncompatibleError(f"Cannot load '{shown}' as a "
@@ -354,7 +358,8 @@ def matryoshka(vectors: np.ndarray, dimensions: int | None, normalize: bool) -> 
     if not normalize:
         return cut
     norms = np.linalg.norm(cut, axis=-1, keepdims=True)
-    return cut / np.maximum(norms, 1e-12)
+    scaled: np.ndarray = cut / np.maximum(norms, 1e-12)
+    return scaled
 
 
 #: This module's weight-name pieces and the Hugging Face names they stand for; a

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlxk2.cache.config import context_length
+from mlxk2.cache.layout import snapshot_repo_id
 from mlxk2.errors import MlxkError, ModelIncompatibleError, ModelNotFoundError, ModelUnhealthyError
 
 #: Tokens that end an assistant turn in common chat formats. gpt-oss's ``<|end|>``
@@ -30,16 +32,6 @@ REASONING_TOKENS = frozenset(
 #: transformers' tokenizer logger; its "sequence length is longer than the specified
 #: maximum" warning duplicates the context check that generation reports itself.
 _TOKENIZER_LOGGER = "transformers.tokenization_utils_base"
-#: Config keys that hold the context length, most specific first.
-CONTEXT_KEYS = (
-    "max_position_embeddings",
-    "max_sequence_length",
-    "max_seq_len",
-    "seq_length",
-    "n_positions",
-    "n_ctx",
-    "model_max_length",
-)
 
 
 @dataclass
@@ -60,16 +52,6 @@ class LoadedModel:
     stop_token_ids: frozenset[int]
     hidden_tokens: dict[int, str] = field(default_factory=dict)
     load_s: float = 0.0
-
-
-def context_length(config: dict[str, Any]) -> int | None:
-    """The context window from ``config.json`` keys, also inside ``text_config``."""
-    for source in (config, config.get("text_config") or {}):
-        for key in CONTEXT_KEYS:
-            value = source.get(key)
-            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-                return value
-    return None
 
 
 def stop_token_ids(tokenizer: Any) -> frozenset[int]:
@@ -96,10 +78,7 @@ def hidden_special_tokens(tokenizer: Any, stops: frozenset[int]) -> dict[int, st
 
 def display_name(path: Path) -> str:
     """``org/name`` for a cache snapshot folder (never its hash), else the path as given."""
-    repo_folder = path.parent.parent.name
-    if path.parent.name == "snapshots" and repo_folder.startswith("models--"):
-        return repo_folder.removeprefix("models--").replace("--", "/", 1)
-    return str(path)
+    return snapshot_repo_id(path) or str(path)
 
 
 def _first_line(exc: BaseException, limit: int = 200) -> str:

@@ -1,9 +1,9 @@
 """Talking to a running ``mlxk2 serve`` from the CLI, with the standard library only.
 
 :class:`ServerClient` sends JSON requests and turns every failure into an
-``mlxk2.errors`` class through one table: no answer at all is a
-:class:`NetworkError` (exit 2), an OpenAI-style error body becomes the error its
-``code`` names.
+``mlxk2.errors`` class: no answer at all is a :class:`NetworkError` (exit 2), and
+an OpenAI-style error body becomes the class that declares its ``code``
+(``openai_code``); a 401 is an :class:`AuthError`.
 """
 
 from __future__ import annotations
@@ -12,31 +12,12 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
+from functools import cache
 from typing import Any
 
-from mlxk2.errors import (
-    AmbiguousMatchError,
-    AuthError,
-    InternalError,
-    MlxkError,
-    ModelIncompatibleError,
-    ModelNotFoundError,
-    ModelUnhealthyError,
-    NetworkError,
-    ValidationError,
-)
+from mlxk2.errors import AuthError, InternalError, MlxkError, NetworkError, ValidationError
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-
-# The server's error ``code`` -> our class; others fall back by status (see _error_for).
-_BY_CODE: dict[str, type[MlxkError]] = {
-    "invalid_api_key": AuthError,
-    "model_not_found": ModelNotFoundError,
-    "ambiguous_model": AmbiguousMatchError,
-    "model_unhealthy": ModelUnhealthyError,
-    "model_incompatible": ModelIncompatibleError,
-    "model_too_large": ModelIncompatibleError,
-}
 
 
 class ServerClient:
@@ -100,11 +81,25 @@ class ServerClient:
         return {}
 
 
+@cache
+def _classes_by_code() -> dict[str, type[MlxkError]]:
+    """Each error class by the ``openai_code`` it declares, so the server's answer
+    turns back into the error the server raised."""
+    found: dict[str, type[MlxkError]] = {}
+    pending: list[type[MlxkError]] = [MlxkError]
+    while pending:
+        cls = pending.pop(0)
+        if cls.openai_code is not None:
+            found.setdefault(cls.openai_code, cls)
+        pending.extend(cls.__subclasses__())
+    return found
+
+
 def _error_for(status: int, body: dict[str, Any]) -> MlxkError:
     found = body.get("error")
     error: dict[str, Any] = found if isinstance(found, dict) else {}
     message = str(error.get("message") or f"The server answered HTTP {status}.")
-    cls = _BY_CODE.get(str(error.get("code")))
+    cls = _classes_by_code().get(str(error.get("code")))
     if cls is None:
         if status == 401:
             cls = AuthError

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlxk2.cache.files import folder_bytes
 from mlxk2.cache.layout import cache_root, store_snapshot
 from mlxk2.errors import FilesystemError, ValidationError
 from mlxk2.resolve import is_workspace_spec
@@ -77,8 +78,10 @@ def install_demo(
         FilesystemError: the files cannot be written.
     """
     if builder is None:
-        from mlxk2.engine.demo import build_demo_model as builder
-    options = {"preset": preset, "quantize_bits": quantize_bits,
+        from mlxk2.engine.demo import build_demo_model
+
+        builder = build_demo_model
+    options: dict[str, object] = {"preset": preset, "quantize_bits": quantize_bits,
                "chat_template": chat_template, "seed": seed}
     try:
         if path is not None:
@@ -88,7 +91,7 @@ def install_demo(
                 raise ValidationError(f"'{name}' exists and is not an empty folder")
             _build(builder, folder, options)
             return DemoResult(name, folder, False, None, preset, quantize_bits,
-                              chat_template, _size(folder))
+                              chat_template, folder_bytes(folder))
         repo_id = demo_repo_id(preset=preset, quantize_bits=quantize_bits,
                                chat_template=chat_template)
         root = cache_root() if root is None else root
@@ -96,7 +99,7 @@ def install_demo(
             _build(builder, Path(tmp), options)
             snapshot = store_snapshot(root, repo_id, Path(tmp))
         return DemoResult(repo_id, snapshot, True, snapshot.name, preset, quantize_bits,
-                          chat_template, _size(snapshot))
+                          chat_template, folder_bytes(snapshot))
     except OSError as exc:
         raise FilesystemError(f"Cannot write the demo model: {exc}") from exc
 
@@ -114,14 +117,6 @@ def _build(builder: Callable[..., Path], dest: Path, options: dict[str, object])
         raise ValidationError(str(exc)) from exc
 
 
-def _size(folder: Path) -> int:
-    total = 0
-    for dirpath, _dirs, files in os.walk(folder):
-        for name in files:
-            total += (Path(dirpath) / name).stat().st_size
-    return total
-
-
 DEMO_EMBEDDING = f"{DEMO_ORG}/demo-embed"
 
 
@@ -133,7 +128,9 @@ def install_demo_embedding(*, seed: int = 0, root: Path | None = None,
         FilesystemError: the files cannot be written.
     """
     if builder is None:
-        from mlxk2.engine.demo import build_demo_embedding_model as builder
+        from mlxk2.engine.demo import build_demo_embedding_model
+
+        builder = build_demo_embedding_model
     root = cache_root() if root is None else root
     try:
         with tempfile.TemporaryDirectory(prefix="mlxk2-demo-") as tmp:
@@ -142,4 +139,4 @@ def install_demo_embedding(*, seed: int = 0, root: Path | None = None,
     except OSError as exc:
         raise FilesystemError(f"Cannot write the demo model: {exc}") from exc
     return DemoResult(DEMO_EMBEDDING, snapshot, True, snapshot.name, "embedding", None, False,
-                      _size(snapshot))
+                      folder_bytes(snapshot))

@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlxk2.cache.capabilities import ModelType
+from mlxk2.cache.capabilities import Capability
 from mlxk2.cache.inspect import ModelInfo, inspect_model
+from mlxk2.cache.layout import ResolvedModel
+from mlxk2.cache.rules import require
 from mlxk2.engine.embed import Encoder, load_encoder, matryoshka
-from mlxk2.errors import ModelIncompatibleError, ModelUnhealthyError, ValidationError
-from mlxk2.resolve import ResolvedModel, resolve
+from mlxk2.errors import ModelUnhealthyError, ValidationError
+from mlxk2.resolve import resolve
 
 
 def check_embeddable(spec: str, root: Path | None = None) -> tuple[ResolvedModel, ModelInfo]:
@@ -29,17 +31,9 @@ def check_embeddable(spec: str, root: Path | None = None) -> tuple[ResolvedModel
     """
     resolved = resolve(spec, root)
     info = inspect_model(resolved)
-    if not info.healthy:
-        raise ModelUnhealthyError(f"Model '{info.name}' is unhealthy: {info.reason}",
-                                  model=info.name, reason=info.reason)
-    if info.model_type != ModelType.EMBEDDING.value:
-        raise ModelIncompatibleError(
-            f"Model '{info.name}' is a {info.model_type} model; embed needs an embedding model",
-            model=info.name, reason=f"{info.model_type} model",
-        )
-    if not info.runtime_compatible or resolved.path is None:
-        raise ModelIncompatibleError(f"Model '{info.name}' cannot embed: {info.reason}",
-                                     model=info.name, reason=info.reason)
+    require(info, Capability.EMBEDDINGS, hint="run generates text with it")
+    if resolved.path is None:  # inspect reports this as unhealthy; kept for type narrowing
+        raise ModelUnhealthyError(f"Model '{info.name}' has no snapshot", model=info.name)
     return resolved, info
 
 
@@ -79,7 +73,7 @@ class EmbeddingRecord:
 
     @property
     def norm(self) -> float:
-        return sum(x * x for x in self.embedding) ** 0.5
+        return float(sum(x * x for x in self.embedding) ** 0.5)
 
     def to_dict(self, model: str) -> dict[str, Any]:
         return {

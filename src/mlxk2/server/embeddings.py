@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -90,7 +91,7 @@ async def _answer(state: ServerState, entry: LoadedEntry, req: EmbeddingsRequest
     truncated = 0
     if texts is not None:
         tokenized = await asyncio.to_thread(encoder.tokenize, texts)
-        inputs = [t.ids for t in tokenized]
+        inputs: Sequence[Sequence[int]] = [t.ids for t in tokenized]
         truncated = sum(t.truncated for t in tokenized)
     else:
         assert token_lists is not None

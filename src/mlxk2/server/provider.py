@@ -18,15 +18,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlxk2.engine.batch import ModelBatch
-from mlxk2.errors import ModelIncompatibleError, ModelNotFoundError, ModelUnhealthyError
-from mlxk2.server.errors import ModelTooLargeError
+from mlxk2.errors import ModelNotFoundError, ModelTooLargeError, ModelUnhealthyError
 from mlxk2.server.memory import MemoryProbe, available_memory_bytes, weight_bytes
 from mlxk2.server.worker import Worker
 
 if TYPE_CHECKING:
     from mlxk2.cache.inspect import ModelInfo
+    from mlxk2.cache.layout import ResolvedModel
     from mlxk2.engine.load import LoadedModel
-    from mlxk2.resolve import ResolvedModel
     from mlxk2.server.embed_batcher import EmbeddingBatcher
 
 log = logging.getLogger("mlxk2.server")
@@ -80,16 +79,12 @@ def check_runnable(resolved: ResolvedModel) -> Runnable:
         ModelIncompatibleError: mlx-lm cannot generate text with this model.
     """
     from mlxk2.cache.inspect import inspect_model
+    from mlxk2.cache.rules import require
 
     info = inspect_model(resolved)
-    if not info.healthy:
-        raise ModelUnhealthyError(f"Model '{info.name}' is unhealthy: {info.reason}")
-    if info.embeddable:
-        raise ModelIncompatibleError(f"Model '{info.name}' is an embedding model and cannot "
-                                     "generate text; use /v1/embeddings")
-    if not info.runnable or resolved.path is None:
-        reason = info.reason or f"'{info.model_type}' models cannot generate text"
-        raise ModelIncompatibleError(f"Model '{info.name}' cannot be served: {reason}")
+    require(info, hint="use /v1/embeddings")
+    if resolved.path is None:  # inspect reports this as unhealthy; kept for type narrowing
+        raise ModelUnhealthyError(f"Model '{info.name}' has no snapshot")
     return Runnable(info.name, resolved.path, info, weight_bytes(resolved.path))
 
 
@@ -100,16 +95,14 @@ def check_embeddable(resolved: ResolvedModel) -> Runnable:
         ModelUnhealthyError: The files are damaged or incomplete.
         ModelIncompatibleError: A chat or base model, or an encoder mlxk2 cannot run.
     """
+    from mlxk2.cache.capabilities import Capability
     from mlxk2.cache.inspect import inspect_model
+    from mlxk2.cache.rules import require
 
     info = inspect_model(resolved)
-    if not info.healthy:
-        raise ModelUnhealthyError(f"Model '{info.name}' is unhealthy: {info.reason}")
-    if info.model_type != "embedding":
-        raise ModelIncompatibleError(f"Model '{info.name}' is a {info.model_type} model, not "
-                                     "an embedding model; use /v1/chat/completions")
-    if not info.embeddable or resolved.path is None:
-        raise ModelIncompatibleError(f"Model '{info.name}' cannot embed: {info.reason}")
+    require(info, Capability.EMBEDDINGS, hint="use /v1/chat/completions")
+    if resolved.path is None:  # inspect reports this as unhealthy; kept for type narrowing
+        raise ModelUnhealthyError(f"Model '{info.name}' has no snapshot")
     return Runnable(info.name, resolved.path, info, weight_bytes(resolved.path), embedding=True)
 
 
