@@ -12,4 +12,5 @@ pytest_plugins = [
     "tests.fixtures.cache",
     "tests.fixtures.models",
     "tests.fixtures.embedding",
+    "tests.fixtures.realmodel",
 ]

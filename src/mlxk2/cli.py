@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str | None]] = {
     "embed": ("mlxk2.commands.embed", "Turn texts into embedding vectors"),
     "demo": ("mlxk2.commands.demo", "Build a small offline demo model"),
     "convert": ("mlxk2.commands.convert", None),
+    "import": ("mlxk2.commands.import_", "Import a GGUF model into an MLX workspace folder"),
 }
 ALIASES = {"server": "serve", "stop": "unload"}
 # The JSON envelope's command name, where it differs from the CLI's.

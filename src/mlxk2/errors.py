@@ -155,3 +155,11 @@ class InternalError(MlxkError):
     error_type = "InternalError"
     exit_code = 1
 
+
+
+class RankLostError(OperationError):
+    """A rank of a distributed run died or stopped answering; the run cannot go on."""
+
+    http_status = 503
+    openai_type = "server_error"
+    openai_code = "rank_lost"

@@ -141,30 +141,32 @@ def test_human_sizes_and_times_are_readable(cache_env: BuiltCache) -> None:
     assert re.search(r"(just now|ago)", line)
 
 
-def test_human_list_shows_exactly_the_models_run_accepts(hf_cache: Path) -> None:
+def test_human_list_shows_exactly_the_models_run_or_embed_accepts(hf_cache: Path) -> None:
     from mlxk2.errors import MlxkError
+    from mlxk2.ops.embed import check_embeddable
     from mlxk2.ops.run import check_runnable
 
     build_cache(hf_cache, ["chat", "embedding", "unsupported_arch"])
     shown = {line.split()[0] for line in run_inprocess("list").stdout.splitlines()[1:]
              if line and not line.startswith("(")}
-    for key in ("chat", "embedding", "unsupported_arch"):
+    for key, check in (("chat", check_runnable), ("embedding", check_embeddable),
+                       ("unsupported_arch", check_runnable)):
         name = CASES[key].repo_id
         try:
-            check_runnable(name)
+            check(name)
         except MlxkError:
             accepted = False
         else:
             accepted = True
         assert (name in shown) is accepted, name
-    assert shown == {CASES["chat"].repo_id}
+    assert shown == {CASES["chat"].repo_id, CASES["embedding"].repo_id}
 
 
-def test_human_all_names_why_an_embedding_model_is_not_runnable(hf_cache: Path) -> None:
-    build_cache(hf_cache, ["embedding"])
+def test_human_all_names_why_a_model_is_not_runnable(hf_cache: Path) -> None:
+    build_cache(hf_cache, ["unsupported_arch"])
     line = next(line for line in run_inprocess("list", "--all").stdout.splitlines()
-                if line.startswith(CASES["embedding"].repo_id))
-    assert "embedding model" in line
+                if line.startswith(CASES["unsupported_arch"].repo_id))
+    assert CASES["unsupported_arch"].reason in line
 
 
 def test_every_model_carries_its_context_length(cache_env: BuiltCache) -> None:

@@ -249,7 +249,8 @@ def test_cli_exits_cleanly_when_the_reader_goes_away(env):
 
 
 def test_cli_runs_a_workspace_model_built_by_demo(env, tmp_path: Path):
-    built = run_subprocess("demo", "--path", "ws-model", "--json", env=env, cwd=tmp_path)
+    built = run_subprocess("demo", "--random", "--path", "ws-model", "--json",
+                           env=env, cwd=tmp_path)
     assert built.code == 0, built.stderr
     assert built.json["data"]["cached"] is False
     assert built.json["data"]["model"] == "./ws-model"

@@ -63,11 +63,18 @@ class ModelInfo:
     @property
     def runnable(self) -> bool:
         """Can ``run`` and ``serve`` generate text with it? (:mod:`mlxk2.cache.rules`)"""
-        return self.refusal() is None
+        return self.refusal(Capability.TEXT_GENERATION) is None
 
-    def refusal(self, capability: Capability = Capability.TEXT_GENERATION) -> Refusal | None:
-        """Why this model cannot serve ``capability``, or None when it can."""
-        return refusal(self, capability)
+    @property
+    def purpose(self) -> Capability:
+        """What the model is for: embeddings for an embedding model, else text generation."""
+        if self.model_type == ModelType.EMBEDDING.value:
+            return Capability.EMBEDDINGS
+        return Capability.TEXT_GENERATION
+
+    def refusal(self, capability: Capability | None = None) -> Refusal | None:
+        """Why this model cannot serve ``capability`` (default: its :attr:`purpose`)."""
+        return refusal(self, capability or self.purpose)
 
     @property
     def embeddable(self) -> bool:

@@ -110,7 +110,8 @@ def runtime_reason(
         judge them by their own rule instead of asking here.
     """
     if framework != "MLX":
-        return f"Framework {framework} not executable with mlx-lm (requires MLX)"
+        reason = f"Framework {framework} not executable with mlx-lm (requires MLX)"
+        return reason + "; convert it with 'mlxk2 import'" if framework == "GGUF" else reason
     mlx_lm = find_mlx_lm(search_path)
     if mlx_lm is None:
         return "mlx-lm is not installed, so no model can run"

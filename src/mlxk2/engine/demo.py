@@ -51,6 +51,9 @@ CHAT_TEMPLATE = (
 )
 
 _DTYPES = ("bfloat16", "float16", "float32")
+#: mlx-lm architectures the builder can make: llama (tensor parallel in mlx-lm)
+#: and qwen2 (tensor and pipeline parallel), as ``model_type`` -> ``architectures``.
+ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
 
 
 def corpus_text() -> str:
@@ -143,8 +146,9 @@ def build_demo_model(
     dtype: str = "bfloat16",
     seed: int = 0,
     chat_template: bool = True,
+    architecture: str = "llama",
 ) -> Path:
-    """Write a llama-architecture MLX model with random weights into ``dest``.
+    """Write a llama-architecture (or qwen2) MLX model with random weights into ``dest``.
 
     Args:
         dest: Target folder; created if missing. Existing files are overwritten.
@@ -153,13 +157,17 @@ def build_demo_model(
         dtype: Parameter dtype before quantisation.
         seed: Seed for MLX's initialisers, so the same arguments give the same weights.
         chat_template: Include a ChatML template (a chat model) or not (a base model).
+        architecture: A key of :data:`ARCHITECTURES`.
 
     Returns:
         ``dest``.
 
     Raises:
-        ValueError: For an unknown preset, dtype or bit width.
+        ValueError: For an unknown preset, dtype, bit width or architecture.
     """
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {architecture!r}; "
+                         f"choose from {', '.join(ARCHITECTURES)}")
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
     if dtype not in _DTYPES:
@@ -178,8 +186,8 @@ def build_demo_model(
     )
     eos_ids = [ids[EOS_TOKEN], ids[TURN_END]] if chat_template else [ids[EOS_TOKEN]]
     config: dict[str, Any] = {
-        "model_type": "llama",
-        "architectures": ["LlamaForCausalLM"],
+        "model_type": architecture,
+        "architectures": [ARCHITECTURES[architecture]],
         **sizes,
         "vocab_size": ids["vocab_size"],
         "rms_norm_eps": 1e-5,

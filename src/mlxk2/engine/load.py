@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,7 +107,8 @@ def _tokenizer_error(path: Path, shown: str, exc: Exception) -> MlxkError:
         f"Cannot load the tokenizer of '{shown}' from {named}: {_first_line(exc)}", model=shown)
 
 
-def load_model(path: Path, name: str | None = None) -> LoadedModel:
+def load_model(path: Path, name: str | None = None,
+               shard: Callable[[Any], None] | None = None) -> LoadedModel:
     """Load weights and tokenizer from a local model folder with mlx-lm.
 
     Args:
@@ -114,6 +116,8 @@ def load_model(path: Path, name: str | None = None) -> LoadedModel:
             weights and tokenizer files.
         name: The model as the user named it, for error messages (default: the
             repo id of a cache snapshot, else ``path`` as given).
+        shard: Splits the model over ranks before its weights are read (see
+            :func:`mlxk2.engine.distributed.sharder`), so each rank reads only its part.
 
     Returns:
         The loaded model with its stop tokens and context length.
@@ -134,7 +138,12 @@ def load_model(path: Path, name: str | None = None) -> LoadedModel:
 
     shown = name or display_name(path)
     try:
-        model, config = mlx_load_model(path)
+        model, config = mlx_load_model(path, lazy=shard is not None)
+        if shard is not None:
+            import mlx.core as mx
+
+            shard(model)
+            mx.eval(model.parameters())
     except (TypeError, AttributeError, ValueError, KeyError, RuntimeError, OSError) as exc:
         # A config mlx-lm's model classes cannot build, or weights that do not fit it.
         raise ModelIncompatibleError(

@@ -233,12 +233,14 @@ class RunResult:
 
 
 def run_one_shot(
-    model: RunnableModel, prepared: PreparedPrompt, params: SamplingParams
+    model: RunnableModel, prepared: PreparedPrompt, params: SamplingParams,
+    batch: ModelBatch | None = None,
 ) -> Iterator[Event]:
-    """Events for one prompt prepared by :func:`prepare_one_shot`."""
+    """Events for one prompt prepared by :func:`prepare_one_shot`, in ``batch`` if given
+    (a distributed run's replicated batch), else in a private one."""
     return generate(
         model.loaded, prepared.tokens, params,
-        max_tokens=prepared.budget.max_tokens, stop=prepared.stop,
+        max_tokens=prepared.budget.max_tokens, stop=prepared.stop, batch=batch,
     )
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
-from mlxk2.ops.embed import EmbeddingRecord
+if TYPE_CHECKING:
+    from mlxk2.ops.embed import EmbeddingRecord
 
 TEXT_WIDTH = 40
 SHOWN_VALUES = 4

@@ -24,7 +24,7 @@ def _health_cell(model: ModelInfo, out: Output) -> str:
 
 
 def _reason(model: ModelInfo) -> str:
-    """The spec's reason, else why the model cannot generate (an embedding model)."""
+    """The spec's reason, else why the model cannot serve its purpose."""
     refusal = model.refusal()
     return model.reason or (refusal.reason if refusal else "")
 
@@ -33,7 +33,7 @@ def render_list(result: ListResult, out: Output, *, show_all: bool = False,
                 reasons: bool = False, verbose: bool = False) -> str:
     models = result.models
     show_all = show_all or reasons  # asking for the reasons means seeing the models they are on
-    shown = models if show_all else tuple(m for m in models if m.runnable)
+    shown = models if show_all else tuple(m for m in models if m.refusal() is None)
     hidden = len(models) - len(shown)
     if not shown:
         text = "No models found."

@@ -144,6 +144,8 @@ class _Gate:
             self.state.metrics.requests.labels(endpoint, str(status)).inc()
 
     def _refusal(self, scope: Any, path: str) -> Callable[..., Awaitable[None]] | None:
+        if self.state.fault is not None:
+            return _error_app(self.state.fault)
         if self.state.draining:
             return _error_app(ServiceUnavailableError("The server is shutting down.",
                                                       code="shutting_down"))

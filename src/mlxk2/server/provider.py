@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("mlxk2.server")
 
 Loader = Callable[[Path], "LoadedModel"]
+#: Folder, name, batch size and prompt cache to a started batch (a distributed
+#: server loads on every rank at once this way).
+BatchOpener = Callable[[Path, str, int, int], ModelBatch]
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,7 @@ class ModelProvider:
         root: Hub cache to resolve and list models in (default: huggingface_hub's).
         loader: Folder to loaded model (defaults to :func:`mlxk2.engine.load.load_model`).
         memory_probe: Bytes available for a new model, or None when unknown.
+        open_batch: Loads a model and starts its batch, instead of ``loader``.
     """
 
     def __init__(
@@ -137,6 +141,7 @@ class ModelProvider:
         root: Path | None = None,
         loader: Loader | None = None,
         memory_probe: MemoryProbe | None = None,
+        open_batch: BatchOpener | None = None,
     ) -> None:
         self.worker = worker
         self.max_loaded = max(1, max_loaded)
@@ -147,6 +152,7 @@ class ModelProvider:
         self.root = root
         self._load = loader or _default_loader
         self._memory = memory_probe or available_memory_bytes
+        self._open_batch = open_batch
         self._loaded: OrderedDict[Path, LoadedEntry] = OrderedDict()
         self._loading: dict[Path, asyncio.Future[LoadedEntry]] = {}
         self._workspaces: dict[str, Path] = {}
@@ -303,9 +309,11 @@ class ModelProvider:
 
     def _build_generator(self, target: Runnable) -> LoadedEntry:
         """Runs on the MLX thread."""
-        loaded = self._load(target.path)
-        log.info("loaded %s in %.2fs", target.name, getattr(loaded, "load_s", 0.0))
-        batch = ModelBatch(loaded, self.max_batch, self.prompt_cache)
+        if self._open_batch is not None:
+            batch = self._open_batch(target.path, target.name, self.max_batch, self.prompt_cache)
+        else:
+            batch = ModelBatch(self._load(target.path), self.max_batch, self.prompt_cache)
+        log.info("loaded %s in %.2fs", target.name, getattr(batch.loaded, "load_s", 0.0))
         return LoadedEntry(target.name, target.path, batch, target.info, target.weight_bytes)
 
     def _build_embedder(self, target: Runnable) -> LoadedEntry:
