@@ -21,14 +21,6 @@ from tests.fixtures.server import connection, free_port, raw_request
 KEY = "env-secret"
 
 
-@pytest.fixture(scope="module")
-def mid_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A ~130M-parameter bf16 model (about 260 MB), big enough to see in the RSS."""
-    from mlxk2.engine.demo import build_demo_model
-
-    return build_demo_model(tmp_path_factory.mktemp("mid") / "model", preset="mid")
-
-
 def test_bad_model_fails_before_binding_the_port(demo_cache):
     port = free_port()
     result = run_subprocess("serve", "--model", "nobody/missing", "--port", str(port), "--json",

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mlxk2.cache.capabilities import Capability, Framework, ModelType
+from mlxk2.cache.config import context_length
 from mlxk2.cache.embedding import embedding_reason
 from mlxk2.cache.files import TORCH_WEIGHT_SUFFIXES, mtime
 from mlxk2.cache.integrity import scan_model
@@ -53,6 +54,7 @@ class ModelInfo:
     runtime_compatible: bool
     reason: str | None
     cached: bool
+    context_length: int | None = None
 
     @property
     def healthy(self) -> bool:
@@ -85,7 +87,7 @@ class ModelInfo:
         return stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def to_dict(self) -> dict[str, Any]:
-        """The spec's model object, field for field."""
+        """The spec's model object, field for field, plus ``context_length`` (tokens)."""
         return {
             "name": self.name,
             "hash": self.hash,
@@ -98,6 +100,7 @@ class ModelInfo:
             "runtime_compatible": self.runtime_compatible,
             "reason": self.reason,
             "cached": self.cached,
+            "context_length": self.context_length,
         }
 
 
@@ -135,6 +138,7 @@ def inspect_model(resolved: ResolvedModel) -> ModelInfo:
         runtime_compatible=runtime_ok,
         reason=reason,
         cached=resolved.cached,
+        context_length=context_length(config) if config is not None else None,
     )
 
 

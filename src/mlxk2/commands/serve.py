@@ -1,7 +1,8 @@
 """Start an OpenAI-compatible API server with continuous batching.
 
-Binds to 127.0.0.1 unless --host says otherwise. Endpoints: /health,
-/v1/models, /v1/chat/completions, /v1/completions and /metrics.
+Binds to 127.0.0.1 unless --host says otherwise. Endpoints: / (a chat page),
+/health, /v1/models, /v1/ps, /v1/models/{id}/load and /unload,
+/v1/chat/completions, /v1/completions and /metrics.
 
 Across several ranks: mlx.launch -n 2 --backend ring -- mlxk2 serve --model M --distributed
 (rank 0 binds and answers; the other ranks follow it).
@@ -14,10 +15,9 @@ import logging
 import os
 
 from mlxk2.commands import _distributed
+from mlxk2.commands._common import API_KEY_ENV
 from mlxk2.errors import ValidationError
 from mlxk2.output.sink import Output
-
-API_KEY_ENV = "MLXK2_API_KEY"
 
 
 def _integer(text: str) -> int:
@@ -93,6 +93,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error", "critical"])
     parser.add_argument("--log-json", action="store_true", help="Log one JSON object per line")
+    parser.add_argument("--no-ui", dest="ui", action="store_false",
+                        help="Do not serve the chat page at /")
     _distributed.add_arguments(parser)
 
 
@@ -117,6 +119,7 @@ def handle(args: argparse.Namespace, out: Output) -> int:
         log_level=args.log_level,
         log_json=args.log_json,
         shutdown_grace=parse_duration(args.shutdown_grace),
+        ui=args.ui,
     )
     _distributed.check_arguments(args)
     if args.distributed and config.max_loaded_models > 1:
@@ -163,6 +166,8 @@ def handle(args: argparse.Namespace, out: Output) -> int:
     loopback = config.host in ("127.0.0.1", "localhost", "::1")
     scope = "loopback only" if loopback else "reachable from the network"
     log.info("mlxk2 server on %s (%s); OpenAI base URL %s/v1", url, scope, url)
+    if config.ui:
+        log.info("chat page on %s/", url)
     if not loopback and config.api_key is None:
         log.warning("listening beyond this machine without --api-key: anyone who can "
                     "reach %s can use it", url)

@@ -69,6 +69,7 @@ class Run:
         worker = state.provider.worker
         self.ticket = worker.submit(entry.batch, gen, self.mailbox)
         self.closed = False
+        entry.running += 1
 
     async def __aiter__(self) -> AsyncIterator[Event]:
         """Events in order until every choice has finished; text that piled up while
@@ -110,6 +111,7 @@ class Run:
         if self.closed:
             return
         self.closed = True
+        self.entry.running -= 1
         self.state.provider.worker.cancel(self.ticket)
         self.state.admission.leave()
         self.state.provider.release(self.entry)
@@ -148,7 +150,7 @@ async def start_run(state: ServerState, req: SamplingFields, prompt_for: PromptB
     if not model:
         raise BadRequestError("No model given and the server has no default model.",
                               param="model")
-    entry = await state.provider.acquire(model)
+    entry = await state.provider.acquire(model, keep_alive=req.keep_alive)
     try:
         if req.logit_bias:
             check_logit_bias(req, len(entry.loaded.tokenizer))

@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mlxk2 import __version__
 from mlxk2.errors import MlxkError
+from mlxk2.server import ui
 from mlxk2.server._runs import ClientGoneError
 from mlxk2.server._state import Admission, ServerState
 from mlxk2.server.auth import ApiKeyGate
@@ -70,6 +71,8 @@ def create_app(config: ServerConfig, provider: ModelProvider,
     for router in ROUTERS:
         app.include_router(router)
     register_embeddings(app)
+    if config.ui:
+        ui.register(app)
     app.add_middleware(_Gate, state=state, gate=ApiKeyGate(config.api_key))
     if config.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
@@ -173,13 +176,14 @@ def _error_app(exc: Exception, path: str) -> Callable[..., Awaitable[None]]:
 
 #: Paths counted under their own name in the request metrics.
 _LABELLED = ("/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions",
-             "/v1/embeddings",
+             "/v1/embeddings", "/v1/ps",
              "/v1/responses", "/v1/messages", "/v1/messages/count_tokens")
 
 
 def _endpoint_label(path: str) -> str:
     if path.startswith("/v1/models/"):
-        return "/v1/models/{id}"
+        action = path.rsplit("/", 1)[-1]
+        return "/v1/models/{id}" + (f"/{action}" if action in ("load", "unload") else "")
     if path.startswith("/v1/responses/"):
         return "/v1/responses/{id}"
     if path in _LABELLED:

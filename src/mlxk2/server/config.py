@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -29,6 +30,24 @@ def parse_duration(text: str) -> float | None:
     return None if seconds < 0 else seconds
 
 
+def keep_alive_seconds(value: str | float) -> float:
+    """A client's ``keep_alive`` (as Ollama takes it) in seconds, ``math.inf`` for never.
+
+    Numbers are seconds and strings durations (``"30m"``); negative keeps the model
+    loaded for ever, 0 unloads it once the request ends.
+
+    Raises:
+        ValidationError: For a boolean or text that is not a duration.
+    """
+    if isinstance(value, bool):
+        raise ValidationError("keep_alive must be a duration like 30s, 5m, or seconds")
+    if isinstance(value, (int, float)):
+        seconds: float | None = None if value < 0 else float(value)
+    else:
+        seconds = parse_duration(value)
+    return math.inf if seconds is None else seconds
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """Everything the app factory needs; no environment is read after this is built.
@@ -54,6 +73,7 @@ class ServerConfig:
         log_json: One JSON object per log line.
         shutdown_grace: Seconds running requests may take to finish after SIGINT or
             SIGTERM before they are aborted; None waits for them however long.
+        ui: Serve the chat page at ``/``.
     """
 
     host: str = "127.0.0.1"
@@ -73,3 +93,4 @@ class ServerConfig:
     log_level: str = "info"
     log_json: bool = False
     shutdown_grace: float | None = 10.0
+    ui: bool = True

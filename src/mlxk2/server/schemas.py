@@ -9,12 +9,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from mlxk2.server.config import keep_alive_seconds
 
 _STRICT = ConfigDict(strict=True, extra="ignore")
 
 Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
 StopField = str | Annotated[list[str], Field(max_length=16)] | None
+#: ``"5m"``, seconds, or negative for never, parsed to seconds (``math.inf``: never).
+KeepAlive = Annotated[float, BeforeValidator(keep_alive_seconds)]
 
 
 class TextPart(BaseModel):
@@ -89,6 +93,9 @@ class SamplingFields(BaseModel):
     def top_logprobs_wanted(self) -> int | None:
         """Alternatives per token to report; None: no log-probabilities at all."""
         return None
+
+    # An extension, as in Ollama: how long the model stays loaded after this request.
+    keep_alive: KeepAlive | None = None
 
     def stop_strings(self) -> tuple[str, ...]:
         """``stop`` as a tuple without empty strings (an empty stop would end at once)."""
