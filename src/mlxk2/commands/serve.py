@@ -5,7 +5,8 @@ Binds to 127.0.0.1 unless --host says otherwise. Endpoints: / (a chat page),
 /v1/chat/completions, /v1/completions and /metrics.
 
 Across several ranks: mlx.launch -n 2 --backend ring -- mlxk2 serve --model M --distributed
-(rank 0 binds and answers; the other ranks follow it).
+(rank 0 binds and answers; the other ranks follow it), or let mlxk2 run mlx.launch:
+mlxk2 serve --hostfile hosts.json --model M.
 """
 
 from __future__ import annotations
@@ -96,6 +97,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-ui", dest="ui", action="store_false",
                         help="Do not serve the chat page at /")
     _distributed.add_arguments(parser)
+    _distributed.add_launch_arguments(parser)
 
 
 def handle(args: argparse.Namespace, out: Output) -> int:
@@ -122,9 +124,14 @@ def handle(args: argparse.Namespace, out: Output) -> int:
         ui=args.ui,
     )
     _distributed.check_arguments(args)
-    if args.distributed and config.max_loaded_models > 1:
+    if (args.distributed or args.hostfile) and config.max_loaded_models > 1:
         raise ValidationError("--distributed serves one model at a time; "
                               "leave --max-loaded-models at 1")
+    if args.starting_port is not None and args.hostfile is None:
+        raise ValidationError("--starting-port needs --hostfile")
+    if args.hostfile is not None:
+        _distributed.exec_launcher(_distributed.launcher_command(
+            args, "serve", add_arguments, json_mode=out.json))
     configure_logging(config.log_level, config.log_json)
     log = logging.getLogger("mlxk2.server")  # one log format, JSON included
     fault = _distributed.ServeFault()
