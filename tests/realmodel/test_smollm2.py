@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,8 @@ from mlxk2.engine.chat import build_prompt_tokens
 from mlxk2.engine.generate import Finished, TextChunk, generate
 from mlxk2.engine.sampling import SamplingParams
 from tests.fixtures.cli import cli_env, run_subprocess
-from tests.server.conftest import free_port, raw_request
+from tests.fixtures.server import wait_until_healthy
+from tests.server.conftest import free_port
 
 CAPITAL = "What is the capital of France? Answer in one sentence."
 
@@ -100,16 +100,7 @@ def served_smollm2(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory
             stderr=log_file, text=True,
         )
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, log_path.read_text()
-            try:
-                if raw_request(url, "GET", "/health").status == 200:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "server did not come up"
-            time.sleep(0.2)
+        wait_until_healthy(url, [proc], log_path.read_text, timeout=180)
         try:
             yield url
         finally:

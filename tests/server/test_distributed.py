@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from tests.fixtures.cli import REPO_ROOT, cli_env
+from tests.fixtures.server import wait_until_healthy
 from tests.server.conftest import _connection, free_port, raw_request
 
 MLX_LAUNCH = str(Path(sys.executable).with_name("mlx.launch"))
@@ -133,17 +134,10 @@ def _start_ranks(args: list[str], env: dict[str, str], tmp: Path,
 
 
 def _wait_healthy(cluster: Cluster, timeout: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        assert all(p.poll() is None for p in cluster.ranks), cluster.log()
-        try:
-            response = raw_request(cluster.url, "GET", "/health")
-            if response.status == 200:
-                return response.json()
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, "distributed server did not come up\n" + cluster.log()
-        time.sleep(0.2)
+    response = wait_until_healthy(cluster.url, cluster.ranks, cluster.log, timeout,
+                                  what="distributed server")
+    health: dict[str, Any] = response.json()
+    return health
 
 
 def _single_server(model: Path, env: dict[str, str], tmp: Path) -> Cluster:
