@@ -26,8 +26,7 @@ from typing import Any
 import pytest
 
 from tests.fixtures.cli import REPO_ROOT, cli_env
-from tests.fixtures.server import wait_until_healthy
-from tests.server.conftest import _connection, free_port, raw_request
+from tests.fixtures.server import connection, free_port, raw_request, wait_until_healthy
 
 MLX_LAUNCH = str(Path(sys.executable).with_name("mlx.launch"))
 PROMPT = "Once upon a time"
@@ -150,7 +149,7 @@ def _single_server(model: Path, env: dict[str, str], tmp: Path) -> Cluster:
 
 def _complete(url: str, body: dict[str, Any]) -> tuple[list[str], Any]:
     """A streamed completion: its text pieces, and the finish reason (or error event)."""
-    conn = _connection(url)
+    conn = connection(url)
     conn.request("POST", "/v1/completions", json.dumps({**body, "stream": True}),
                  {"Content-Type": "application/json"})
     response = conn.getresponse()
