@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from mlxk2.engine.events import Delta, Finished
 from mlxk2.engine.generate import generate
 from mlxk2.engine.sampling import SamplingParams
 from tests.fixtures.cli import cli_env, run_subprocess
-from tests.fixtures.server import free_port, raw_request
+from tests.fixtures.server import free_port, wait_until_healthy
 
 CAPITAL = "What is the capital of France? Answer in one sentence."
 
@@ -101,16 +100,7 @@ def served_smollm2(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory
             stderr=log_file, text=True,
         )
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, log_path.read_text()
-            try:
-                if raw_request(url, "GET", "/health").status == 200:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "server did not come up"
-            time.sleep(0.2)
+        wait_until_healthy(url, [proc], log_path.read_text, timeout=180)
         try:
             yield url
         finally:

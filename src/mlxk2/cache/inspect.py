@@ -18,8 +18,9 @@ from mlxk2.cache.embedding import embedding_reason
 from mlxk2.cache.files import TORCH_WEIGHT_SUFFIXES, mtime
 from mlxk2.cache.integrity import scan_model
 from mlxk2.cache.layout import DEFAULT_ORG, ResolvedModel
-from mlxk2.cache.rules import Refusal, refusal
+from mlxk2.cache.rules import Refusal, refusal, require
 from mlxk2.cache.runtime import runtime_reason
+from mlxk2.errors import ModelUnhealthyError
 
 EMBEDDING_TYPES = frozenset({
     "bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "nomic_bert", "modernbert",
@@ -102,6 +103,32 @@ class ModelInfo:
             "cached": self.cached,
             "context_length": self.context_length,
         }
+
+
+def require_usable(resolved: ResolvedModel, capability: Capability | None = None,
+                   hint: str = "") -> tuple[ModelInfo, Path]:
+    """Inspect a resolved model and refuse it unless it can serve ``capability``.
+
+    The check ``run``, ``embed`` and ``serve`` make before loading: the one rule
+    of :mod:`mlxk2.cache.rules`, so each refuses with the reason ``list`` shows.
+
+    Args:
+        resolved: The model picked by a spec.
+        capability: What it must do (default: its :attr:`ModelInfo.purpose`).
+        hint: Where to go instead, added for a model of another kind.
+
+    Returns:
+        Its facts and the folder to load.
+
+    Raises:
+        ModelUnhealthyError: the files fail the integrity check.
+        ModelIncompatibleError: healthy files that cannot serve ``capability``.
+    """
+    info = inspect_model(resolved)
+    require(info, capability or info.purpose, hint)
+    if resolved.path is None:  # inspect reports this as unhealthy; kept for type narrowing
+        raise ModelUnhealthyError(f"Model '{info.name}' has no snapshot", model=info.name)
+    return info, resolved.path
 
 
 def inspect_model(resolved: ResolvedModel) -> ModelInfo:

@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from mlxk2.cache.capabilities import Capability
-from mlxk2.cache.inspect import ModelInfo, inspect_model
+from mlxk2.cache.inspect import ModelInfo, require_usable
 from mlxk2.cache.layout import ResolvedModel
-from mlxk2.cache.rules import require
 from mlxk2.engine.batch import ModelBatch
 from mlxk2.engine.chat import (
     PLAIN_TURN_STOP,
@@ -29,7 +28,7 @@ from mlxk2.engine.generate import TokenBudget, generate, plan_max_tokens
 from mlxk2.engine.load import LoadedModel, load_model
 from mlxk2.engine.sampling import SamplingParams
 from mlxk2.engine.tools import ToolCalling, ToolChoice, ToolFunction
-from mlxk2.errors import ModelUnhealthyError, ValidationError
+from mlxk2.errors import ValidationError
 from mlxk2.resolve import resolve
 
 #: Finished turns whose KV cache a chat keeps: the last one, which the next turn extends.
@@ -59,10 +58,7 @@ def check_runnable(spec: str, root: Path | None = None) -> tuple[ResolvedModel, 
             architecture the installed mlx-lm does not support.
     """
     resolved = resolve(spec, root)
-    info = inspect_model(resolved)
-    require(info, Capability.TEXT_GENERATION)
-    if resolved.path is None:  # inspect reports this as unhealthy; kept for type narrowing
-        raise ModelUnhealthyError(f"Model '{info.name}' has no snapshot", model=info.name)
+    info, _ = require_usable(resolved, Capability.TEXT_GENERATION)
     return resolved, info
 
 

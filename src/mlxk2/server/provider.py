@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlxk2.engine.batch import ModelBatch
-from mlxk2.errors import ModelNotFoundError, ModelTooLargeError, ModelUnhealthyError
+from mlxk2.errors import ModelNotFoundError, ModelTooLargeError
 from mlxk2.server.memory import MemoryProbe, available_memory_bytes, weight_bytes
 from mlxk2.server.worker import Worker
 
@@ -74,39 +74,26 @@ class LoadedEntry:
         return self.batch.loaded
 
 
-def check_runnable(resolved: ResolvedModel) -> Runnable:
-    """Apply the same checks as ``run``: integrity, runtime support, not an embedder.
+def check_usable(resolved: ResolvedModel, embedding: bool | None = False) -> Runnable:
+    """Apply the same checks as ``run``, or for ``embedding`` as ``embed``.
+
+    ``embedding`` None takes the model for what it is (``--model``).
 
     Raises:
         ModelUnhealthyError: The files are damaged or incomplete.
-        ModelIncompatibleError: mlx-lm cannot generate text with this model.
-    """
-    from mlxk2.cache.inspect import inspect_model
-    from mlxk2.cache.rules import require
-
-    info = inspect_model(resolved)
-    require(info, hint="use /v1/embeddings")
-    if resolved.path is None:  # inspect reports this as unhealthy; kept for type narrowing
-        raise ModelUnhealthyError(f"Model '{info.name}' has no snapshot")
-    return Runnable(info.name, resolved.path, info, weight_bytes(resolved.path))
-
-
-def check_embeddable(resolved: ResolvedModel) -> Runnable:
-    """The same checks as ``embed``, for ``/v1/embeddings``.
-
-    Raises:
-        ModelUnhealthyError: The files are damaged or incomplete.
-        ModelIncompatibleError: A chat or base model, or an encoder mlxk2 cannot run.
+        ModelIncompatibleError: The model cannot serve what was asked of it.
     """
     from mlxk2.cache.capabilities import Capability
-    from mlxk2.cache.inspect import inspect_model
-    from mlxk2.cache.rules import require
+    from mlxk2.cache.inspect import require_usable
 
-    info = inspect_model(resolved)
-    require(info, Capability.EMBEDDINGS, hint="use /v1/chat/completions")
-    if resolved.path is None:  # inspect reports this as unhealthy; kept for type narrowing
-        raise ModelUnhealthyError(f"Model '{info.name}' has no snapshot")
-    return Runnable(info.name, resolved.path, info, weight_bytes(resolved.path), embedding=True)
+    capability = None
+    if embedding is not None:
+        capability = Capability.EMBEDDINGS if embedding else Capability.TEXT_GENERATION
+    hint = "use /v1/chat/completions" if embedding else "use /v1/embeddings"
+    info, path = require_usable(resolved, capability, hint)
+    serves = capability or info.purpose
+    return Runnable(info.name, path, info, weight_bytes(path),
+                    embedding=serves is Capability.EMBEDDINGS)
 
 
 def _default_loader(path: Path) -> LoadedModel:
@@ -188,11 +175,7 @@ class ModelProvider:
         resolved = resolve(spec, root=self.root)
         if not operator and not resolved.cached and resolved.name not in self._workspaces:
             raise ModelNotFoundError(f"The model '{spec}' does not exist.")
-        if embedding is None:
-            from mlxk2.cache.inspect import inspect_model
-
-            embedding = inspect_model(resolved).model_type == "embedding"
-        return check_embeddable(resolved) if embedding else check_runnable(resolved)
+        return check_usable(resolved, embedding)
 
     def catalog(self) -> list[ModelInfo]:
         """Models a request may name, by ``list`` rules (healthy, runtime-compatible;
