@@ -180,16 +180,29 @@ def _tools(req: ChatCompletionRequest) -> tuple[ToolFunction, ...]:
             raise BadRequestError(f"Tool type {tool.get('type')!r} is not supported; "
                                   "only 'function'.", param=f"tools.{i}.type")
         function = tool.get("function")
-        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+        if not isinstance(function, dict):
             raise BadRequestError("A tool needs a function with a name.",
                                   param=f"tools.{i}.function")
-        parameters = function.get("parameters", {"type": "object", "properties": {}})
-        if not isinstance(parameters, dict):
-            raise BadRequestError("A function's parameters must be a JSON schema object.",
-                                  param=f"tools.{i}.function.parameters")
-        functions.append(ToolFunction(function["name"], str(function.get("description") or ""),
-                                      json.dumps(parameters, sort_keys=True)))
+        functions.append(function_tool(function, "parameters", f"tools.{i}.function"))
     return tuple(functions)
+
+
+def function_tool(spec: dict[str, Any], schema_key: str, param: str) -> ToolFunction:
+    """One client function from any endpoint's wire shape.
+
+    ``spec`` holds ``name``, ``description`` and the arguments' JSON schema under
+    ``schema_key`` (``parameters`` for OpenAI, ``input_schema`` for Anthropic);
+    ``param`` locates it in the request for error messages.
+    """
+    name = spec.get("name")
+    if not isinstance(name, str):
+        raise BadRequestError("A tool needs a name.", param=f"{param}.name")
+    schema = spec.get(schema_key) or {"type": "object", "properties": {}}
+    if not isinstance(schema, dict):
+        raise BadRequestError(f"A tool's {schema_key} must be a JSON schema object.",
+                              param=f"{param}.{schema_key}")
+    return ToolFunction(name, str(spec.get("description") or ""),
+                        json.dumps(schema, sort_keys=True))
 
 
 def _tool_choice(req: ChatCompletionRequest, tools: tuple[ToolFunction, ...]) -> ToolChoice:

@@ -25,7 +25,7 @@ from mlxk2.engine.tools import ToolChoice, ToolFunction
 from mlxk2.server._requests import read_body
 from mlxk2.server._runs import Run, respond
 from mlxk2.server._state import state_of
-from mlxk2.server.endpoints.chat import ChatInput
+from mlxk2.server.endpoints.chat import ChatInput, function_tool
 from mlxk2.server.endpoints.responses import DROPPED_TOOLS_HEADER
 from mlxk2.server.errors import BadRequestError, anthropic_body, to_status_and_body
 from mlxk2.server.schemas import CountTokensRequest, MessagesRequest
@@ -177,14 +177,7 @@ def _tools(tools: Sequence[dict[str, Any]]) -> tuple[tuple[ToolFunction, ...], t
         if kind not in (None, "custom"):
             dropped.append(f"{kind}:{tool['name']}" if tool.get("name") else str(kind))
             continue
-        if not isinstance(tool.get("name"), str):
-            raise BadRequestError("A tool needs a name.", param=f"tools.{i}.name")
-        schema = tool.get("input_schema") or {"type": "object", "properties": {}}
-        if not isinstance(schema, dict):
-            raise BadRequestError("input_schema must be a JSON schema object.",
-                                  param=f"tools.{i}.input_schema")
-        functions.append(ToolFunction(tool["name"], str(tool.get("description") or ""),
-                                      json.dumps(schema, sort_keys=True)))
+        functions.append(function_tool(tool, "input_schema", f"tools.{i}"))
     return tuple(functions), tuple(dropped)
 
 

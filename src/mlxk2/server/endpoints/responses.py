@@ -27,7 +27,7 @@ from mlxk2.server._runs import Run, respond
 from mlxk2.server._state import state_of
 from mlxk2.server._store import ResponseStore, StoredResponse
 from mlxk2.server.endpoints._openai import response_constraint
-from mlxk2.server.endpoints.chat import ChatInput
+from mlxk2.server.endpoints.chat import ChatInput, function_tool
 from mlxk2.server.errors import BadRequestError, NotFoundError, to_status_and_body
 from mlxk2.server.schemas import ResponsesRequest
 
@@ -217,14 +217,7 @@ def _tools(tools: Sequence[dict[str, Any]]) -> tuple[tuple[ToolFunction, ...], t
             label = tool.get("name") or tool.get("server_label")
             dropped.append(f"{kind}:{label}" if label else kind)
             continue
-        if not isinstance(tool.get("name"), str):
-            raise BadRequestError("A function tool needs a name.", param=f"tools.{i}.name")
-        parameters = tool.get("parameters") or {"type": "object", "properties": {}}
-        if not isinstance(parameters, dict):
-            raise BadRequestError("A function's parameters must be a JSON schema object.",
-                                  param=f"tools.{i}.parameters")
-        functions.append(ToolFunction(tool["name"], str(tool.get("description") or ""),
-                                      json.dumps(parameters, sort_keys=True)))
+        functions.append(function_tool(tool, "parameters", f"tools.{i}"))
     return tuple(functions), tuple(dropped)
 
 
