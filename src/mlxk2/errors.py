@@ -121,3 +121,16 @@ class InternalError(MlxkError):
     error_type = "InternalError"
     exit_code = 1
 
+
+class GenerationFailedError(InternalError, RuntimeError):
+    """Generation of one request failed inside the engine; ``stage`` says where.
+
+    ``stage`` is ``"sampling"``, ``"logits_processor"`` or ``"detokenizing"`` when
+    the request's own row failed (the rest of its batch went on), or ``"model"``
+    when the model step shared by the whole batch failed.
+    """
+
+    def __init__(self, message: str, *, stage: str) -> None:
+        super().__init__(message)
+        self.stage = stage
+

@@ -88,7 +88,7 @@ async def _reap_forever(provider: ModelProvider) -> None:
 def _install_error_handlers(app: FastAPI) -> None:
     async def api_error(request: Request, exc: Exception) -> JSONResponse:
         status, body = to_status_and_body(exc)
-        if status >= 500 and status != 503 and status != 507:
+        if body["error"]["code"] == "internal_error":  # the engine logs its own failures
             log.error("request failed", exc_info=exc)
         return JSONResponse(body, status_code=status)
 

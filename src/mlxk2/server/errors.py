@@ -10,6 +10,7 @@ from typing import Any
 
 from mlxk2.errors import (
     AmbiguousMatchError,
+    GenerationFailedError,
     ModelIncompatibleError,
     ModelNotFoundError,
     ModelUnhealthyError,
@@ -66,6 +67,7 @@ class ModelTooLargeError(ModelIncompatibleError, MemoryError):
 #: Library errors by class; the first base class found in an exception's MRO wins.
 _TABLE: dict[type[BaseException], tuple[int, str, str]] = {
     ModelTooLargeError: (507, "insufficient_storage", "model_too_large"),
+    GenerationFailedError: (500, "server_error", "generation_failed"),
     ModelNotFoundError: (404, "invalid_request_error", "model_not_found"),
     AmbiguousMatchError: (400, "invalid_request_error", "ambiguous_model"),
     ModelUnhealthyError: (400, "invalid_request_error", "model_unhealthy"),
