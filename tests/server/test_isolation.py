@@ -70,7 +70,7 @@ def test_a_request_failing_to_detokenize_fails_alone(faulty):
     jobs = [lambda b=b: _stream_text(faulty, b) for b in healthy]
     jobs.append(lambda: _stream_text(faulty, poisoned))
     jobs.append(lambda: raw_request(faulty.url, "POST", "/v1/chat/completions", poisoned))
-    *together, (poisoned_text, poisoned_errors), plain = _in_parallel(jobs)
+    *together, (_, poisoned_errors), plain = _in_parallel(jobs)
 
     assert together == solo
     assert all(not errors for _, errors in together)

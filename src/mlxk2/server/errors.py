@@ -80,8 +80,21 @@ INTERNAL_MESSAGE = "The server failed to process the request."
 
 def error_body(message: str, kind: str, param: str | None = None,
                code: str | None = None) -> dict[str, Any]:
-    """The body OpenAI clients parse: ``{"error": {message, type, param, code}}``."""
-    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    """The body OpenAI clients parse: ``{"error": {message, type, param, code}}``.
+
+    Text that cannot be encoded as UTF-8 (a lone surrogate echoed from a request)
+    is escaped, so that rendering the error can never fail in turn.
+    """
+    return {"error": {"message": _encodable(message), "type": kind,
+                      "param": None if param is None else _encodable(param), "code": code}}
+
+
+def _encodable(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def to_status_and_body(exc: BaseException) -> tuple[int, dict[str, Any]]:
