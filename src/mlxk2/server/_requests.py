@@ -118,11 +118,27 @@ def check_logit_bias(req: SamplingFields, vocab_size: int) -> None:
                                   param="logit_bias")
 
 
+def check_prompt_size(entry: LoadedEntry, chars: int, param: str) -> None:
+    """400 naming ``param`` for a prompt that cannot fit the context, before tokenising it."""
+    from mlxk2.engine.generate import check_prompt_chars
+    from mlxk2.errors import ValidationError
+
+    try:
+        check_prompt_chars(entry.loaded, chars)
+    except ValidationError as exc:
+        raise BadRequestError(exc.message, param=param, code="context_length_exceeded") from exc
+
+
 def token_budget(state: ServerState, entry: LoadedEntry, prompt_len: int,
                   requested: int | None) -> int:
+    """Tokens the request may generate; a prompt that fills the context is a 400."""
     from mlxk2.engine.generate import plan_max_tokens
+    from mlxk2.errors import ValidationError
 
     cap = state.config.max_tokens
     if cap is not None:
         requested = cap if requested is None else min(requested, cap)
-    return plan_max_tokens(entry.loaded.context_length, prompt_len, requested).max_tokens
+    try:
+        return plan_max_tokens(entry.loaded.context_length, prompt_len, requested).max_tokens
+    except ValidationError as exc:
+        raise BadRequestError(exc.message, code="context_length_exceeded") from exc

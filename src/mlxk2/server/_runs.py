@@ -95,7 +95,7 @@ class Run:
 
 #: Builds a request's prompt for the loaded model: the tokens, and where reasoning
 #: stands (None: leave the text unsplit, as raw completions do; else whether the
-#: prompt already opened a reasoning block).
+#: prompt already opened a reasoning block). It runs on a thread, off the event loop.
 PromptBuilder = Callable[[LoadedEntry], tuple[list[int], bool | None]]
 
 
@@ -115,7 +115,8 @@ async def start_run(state: ServerState, req: SamplingFields, prompt_for: PromptB
     try:
         if req.logit_bias:
             check_logit_bias(req, len(entry.loaded.tokenizer))
-        prompt, in_reasoning = prompt_for(entry)
+        async with state.tokenizing:  # tokenising megabytes must not stall the loop
+            prompt, in_reasoning = await asyncio.to_thread(prompt_for, entry)
         if not prompt:
             raise BadRequestError("The prompt is empty.", param="prompt")
         gen = GenerationRequest(

@@ -46,6 +46,12 @@ class Admission:
         self._metrics.active_requests.dec()
 
 
+#: Prompts tokenised at once, on threads off the event loop. One: a tokenizer is
+#: not safe to call from several threads at once, and a queue of large prompts
+#: then waits here rather than filling the default thread pool.
+TOKENIZER_THREADS = 1
+
+
 @dataclass
 class ServerState:
     """Everything a handler needs, hung on ``app.state.mlxk``."""
@@ -54,6 +60,8 @@ class ServerState:
     provider: ModelProvider
     metrics: Metrics
     admission: Admission
+    tokenizing: asyncio.Semaphore = field(
+        default_factory=lambda: asyncio.Semaphore(TOKENIZER_THREADS))
     draining: bool = False
     aborted: bool = False
     started: float = field(default_factory=time.time)

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from mlxk2.engine.events import Delta, Finished, Reply
-from mlxk2.server._requests import read_body
+from mlxk2.server._requests import check_prompt_size, read_body
 from mlxk2.server._runs import Run, respond
 from mlxk2.server.endpoints._openai import Chunk, chunk_stream, usage
 from mlxk2.server.errors import BadRequestError
@@ -47,6 +47,7 @@ def _chat_prompt(entry: LoadedEntry, messages: list[dict[str, Any]]
     """The templated prompt, and whether the template already opened ``<think>``."""
     from mlxk2.engine.chat import build_prompt_tokens, opens_reasoning
 
+    check_prompt_size(entry, sum(len(m["content"]) for m in messages), "messages")
     tokenizer = entry.loaded.tokenizer
     try:
         tokens = build_prompt_tokens(tokenizer, messages)

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from mlxk2.engine.events import Delta, Finished, Reply
-from mlxk2.server._requests import read_body
+from mlxk2.server._requests import check_prompt_size, read_body
 from mlxk2.server._runs import Run, respond
 from mlxk2.server.endpoints._openai import Chunk, chunk_stream, usage
 from mlxk2.server.errors import BadRequestError
@@ -45,7 +45,8 @@ def _raw_prompt(entry: LoadedEntry, prompt: str | list[str] | list[int]) -> list
     if isinstance(prompt, list):
         if len(prompt) != 1:
             raise BadRequestError("Only one prompt per request is supported.", param="prompt")
-        return raw_prompt_tokens(entry.loaded.tokenizer, str(prompt[0]))
+        prompt = str(prompt[0])
+    check_prompt_size(entry, len(prompt), "prompt")
     return raw_prompt_tokens(entry.loaded.tokenizer, prompt)
 
 
