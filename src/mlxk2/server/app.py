@@ -18,9 +18,16 @@ from mlxk2.errors import MlxkError
 from mlxk2.server._runs import ClientGoneError
 from mlxk2.server._state import Admission, ServerState
 from mlxk2.server.auth import ApiKeyGate
+from mlxk2.server.browsers import BrowserGate
 from mlxk2.server.config import ServerConfig
 from mlxk2.server.endpoints import ROUTERS
-from mlxk2.server.errors import ApiError, ServiceUnavailableError, error_body, to_status_and_body
+from mlxk2.server.errors import (
+    ApiError,
+    ForbiddenOriginError,
+    ServiceUnavailableError,
+    error_body,
+    to_status_and_body,
+)
 from mlxk2.server.metrics import Metrics
 from mlxk2.server.provider import ModelProvider
 
@@ -62,7 +69,8 @@ def create_app(config: ServerConfig, provider: ModelProvider,
     _install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
-    app.add_middleware(_Gate, state=state, gate=ApiKeyGate(config.api_key))
+    app.add_middleware(_Gate, state=state, gate=ApiKeyGate(config.api_key),
+                       browsers=BrowserGate(config.cors_origins, config.host))
     if config.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
 
@@ -108,12 +116,15 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 class _Gate:
-    """Pure-ASGI front door: drain refusal, auth, body limit and request metrics."""
+    """Pure-ASGI front door: drain refusal, browser origins, auth, JSON bodies and
+    request metrics."""
 
-    def __init__(self, app: Any, state: ServerState, gate: ApiKeyGate) -> None:
+    def __init__(self, app: Any, state: ServerState, gate: ApiKeyGate,
+                 browsers: BrowserGate) -> None:
         self.app = app
         self.state = state
         self.gate = gate
+        self.browsers = browsers
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -142,10 +153,15 @@ class _Gate:
         if self.state.draining:
             return _error_app(ServiceUnavailableError("The server is shutting down.",
                                                       code="shutting_down"))
+        browser_problem = self.browsers.check(scope)
+        if isinstance(browser_problem, ForbiddenOriginError):
+            return _error_app(browser_problem)
         if path.startswith("/v1/") or path == "/metrics":
             problem = self.gate.check(scope)
             if problem is not None:
                 return _error_app(problem)
+        if browser_problem is not None:  # a body not sent as JSON, after auth
+            return _error_app(browser_problem)
         return None
 
 

@@ -43,6 +43,21 @@ class AuthenticationError(ApiError):
     code = "invalid_api_key"
 
 
+class ForbiddenOriginError(ApiError):
+    """A browser request from a web page the server does not trust (``--cors-origin``)."""
+
+    status = 403
+    kind = "permission_error"
+    code = "origin_not_allowed"
+
+
+class UnsupportedMediaTypeError(ApiError):
+    """A POST body that is not declared as JSON (a form or ``text/plain``)."""
+
+    status = 415
+    code = "unsupported_media_type"
+
+
 class BodyTooLargeError(ApiError):
     status = 413
     code = "request_too_large"
