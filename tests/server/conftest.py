@@ -48,14 +48,17 @@ class LiveServer:
         return OpenAI(base_url=self.base_url, max_retries=0, timeout=60, **kwargs)
 
 
-def start_server(config: ServerConfig,
-                 provider: ModelProvider) -> tuple[LiveServer, Callable[[], None]]:
-    """Start uvicorn on a thread; return the server and a function that stops it."""
+def start_server(config: ServerConfig, provider: ModelProvider,
+                 **uvicorn_options: Any) -> tuple[LiveServer, Callable[[], None]]:
+    """Start uvicorn on a thread, with ``serve``'s settings unless ``uvicorn_options``
+    override them; return the server and a function that stops it."""
     import uvicorn
 
+    from mlxk2.server.runner import uvicorn_config
+
     app = create_app(config, provider)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=config.port,
-                                           log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn_config(app, config, log_level="warning",
+                                           **uvicorn_options))
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{config.port}"
@@ -78,7 +81,7 @@ def make_server(demo_cache: DemoCache) -> Iterator[Callable[..., LiveServer]]:
     stoppers: list[Callable[[], None]] = []
 
     def make(*, preload: str | None = CHAT, loader: Any = None, memory_probe: Any = None,
-             **options: Any) -> LiveServer:
+             uvicorn_options: dict[str, Any] | None = None, **options: Any) -> LiveServer:
         options.setdefault("keep_alive", None)
         config = ServerConfig(port=free_port(), model=preload, **options)
         worker = Worker()
@@ -90,7 +93,7 @@ def make_server(demo_cache: DemoCache) -> Iterator[Callable[..., LiveServer]]:
                                  loader=loader, memory_probe=memory_probe)
         if preload:
             provider.preload(preload)
-        live, stop = start_server(config, provider)
+        live, stop = start_server(config, provider, **(uvicorn_options or {}))
         stoppers.append(stop)
         return live
 
