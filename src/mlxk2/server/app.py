@@ -29,9 +29,13 @@ from mlxk2.server.errors import (
     to_status_and_body,
 )
 from mlxk2.server.metrics import Metrics
+from mlxk2.server.openapi import install_openapi
 from mlxk2.server.provider import ModelProvider
 
 log = logging.getLogger("mlxk2.server")
+
+#: The published OpenAPI document; behind the API key when one is set, like ``/v1``.
+OPENAPI_PATH = "/openapi.json"
 
 
 def create_app(config: ServerConfig, provider: ModelProvider,
@@ -64,11 +68,12 @@ def create_app(config: ServerConfig, provider: ModelProvider,
             provider.worker.stop()
 
     app = FastAPI(title="mlxk2", version=__version__, lifespan=lifespan,
-                  docs_url=None, redoc_url=None, openapi_url=None)
+                  docs_url=None, redoc_url=None, openapi_url=OPENAPI_PATH)
     app.state.mlxk = state
     _install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    install_openapi(app)
     app.add_middleware(_Gate, state=state, gate=ApiKeyGate(config.api_key),
                        browsers=BrowserGate(config.cors_origins, config.host))
     if config.cors_origins:
@@ -156,7 +161,7 @@ class _Gate:
         browser_problem = self.browsers.check(scope)
         if isinstance(browser_problem, ForbiddenOriginError):
             return _error_app(browser_problem)
-        if path.startswith("/v1/") or path == "/metrics":
+        if path.startswith("/v1/") or path in ("/metrics", OPENAPI_PATH):
             problem = self.gate.check(scope)
             if problem is not None:
                 return _error_app(problem)
@@ -174,6 +179,7 @@ def _error_app(exc: Exception) -> Callable[..., Awaitable[None]]:
 def _endpoint_label(path: str) -> str:
     if path.startswith("/v1/models/"):
         return "/v1/models/{id}"
-    if path in ("/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions"):
+    if path in ("/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions",
+                OPENAPI_PATH):
         return path
     return "other"

@@ -15,13 +15,15 @@ from mlxk2.server._requests import check_prompt_size, read_body
 from mlxk2.server._runs import Run, respond
 from mlxk2.server.endpoints._openai import Chunk, chunk_stream, usage
 from mlxk2.server.errors import BadRequestError
+from mlxk2.server.openapi import ChatCompletion, answers, json_body
 from mlxk2.server.provider import LoadedEntry
 from mlxk2.server.schemas import ChatCompletionRequest
 
 router = APIRouter()
 
 
-@router.post("/v1/chat/completions")
+@router.post("/v1/chat/completions", openapi_extra=json_body(ChatCompletionRequest),
+             responses=answers(ChatCompletion, streams=True, errors=(404, 500, 507)))
 async def chat_completions(request: Request) -> Response:
     req = await read_body(request, ChatCompletionRequest)
     messages = _messages(req)

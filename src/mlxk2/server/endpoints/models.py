@@ -10,17 +10,18 @@ from fastapi import APIRouter, Request
 
 from mlxk2.errors import MlxkError, ModelNotFoundError
 from mlxk2.server._state import ServerState, state_of
+from mlxk2.server.openapi import ModelCard, ModelList, answers
 
 router = APIRouter()
 
 
-@router.get("/v1/models")
+@router.get("/v1/models", responses=answers(ModelList))
 async def list_models(request: Request) -> dict[str, Any]:
     entries = await asyncio.to_thread(_runnable_models, state_of(request))
     return {"object": "list", "data": entries}
 
 
-@router.get("/v1/models/{model_id:path}")
+@router.get("/v1/models/{model_id:path}", responses=answers(ModelCard, errors=(404,)))
 async def get_model(model_id: str, request: Request) -> dict[str, Any]:
     """A model by id, or by any name a completion request accepts (``demo-chat``)."""
     state = state_of(request)
