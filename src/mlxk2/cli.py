@@ -13,6 +13,7 @@ import importlib.util
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from mlxk2.errors import InternalError, InterruptedByUserError, MlxkError, ValidationError
 from mlxk2.output.sink import Output
@@ -28,8 +29,10 @@ COMMANDS: dict[str, tuple[str, str | None]] = {
     "push": ("mlxk2.commands.push", "Upload a workspace folder to the Hub (experimental)"),
     "run": ("mlxk2.commands.run", "Generate text, or chat interactively"),
     "serve": ("mlxk2.commands.serve", "Start an OpenAI-compatible API server"),
+    "embed": ("mlxk2.commands.embed", "Turn texts into embedding vectors"),
     "demo": ("mlxk2.commands.demo", "Build a small offline demo model"),
     "convert": ("mlxk2.commands.convert", None),
+    "import": ("mlxk2.commands.import_", "Import a GGUF model into an MLX workspace folder"),
 }
 ALIASES = {"server": "serve"}
 # The JSON envelope's command name, where it differs from the CLI's.
@@ -80,7 +83,7 @@ def build_parser() -> _Parser:
     for name, module_name in _available_commands().items():
         help_text = COMMANDS[name][1]
         aliases = [a for a, target in ALIASES.items() if target == name]
-        kwargs = {"help": help_text} if help_text else {}
+        kwargs: dict[str, Any] = {"help": help_text} if help_text else {}
         module = importlib.import_module(module_name)
         sub = subparsers.add_parser(name, aliases=aliases, description=module.__doc__,
                                     formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -103,6 +106,12 @@ def _guess_command(argv: Sequence[str]) -> str:
     return "version"
 
 
+def _handle(module_name: str, args: argparse.Namespace | None, out: Output) -> int:
+    """Import a command module and run it; every command's ``handle`` returns its exit code."""
+    code: int = importlib.import_module(module_name).handle(args, out)
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     out = Output(json_mode="--json" in argv)
@@ -110,11 +119,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if "--version" in argv and set(argv) <= {"--version", "--json"}:
             # Fast path: scripts call --version often; skip building every subparser.
-            return importlib.import_module("mlxk2.commands.version").handle(None, out)
+            return _handle("mlxk2.commands.version", None, out)
         args = build_parser().parse_args(argv)
         if args.version:
             command = "version"
-            return importlib.import_module("mlxk2.commands.version").handle(args, out)
+            return _handle("mlxk2.commands.version", args, out)
         if args.command is None:
             if out.json:
                 raise ValidationError("No command given; see 'mlxk2 --help'")
@@ -122,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         name = ALIASES.get(args.command, args.command)
         command = ENVELOPE_NAMES.get(name, name)
-        return importlib.import_module(args._module).handle(args, out)
+        return _handle(args._module, args, out)
     except _UsageError as exc:
         return out.failure(command, ValidationError(str(exc)))
     except MlxkError as exc:

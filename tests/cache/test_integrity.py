@@ -12,12 +12,9 @@ import pytest
 
 from mlxk2.cache.integrity import check_integrity, workspace_report
 from mlxk2.ops.list import list_models
-from tests.fixtures.cache import (
-    CASES,
-    IS_ROOT,
-    BuiltCache,
-    build_special_file,
-    build_unreadable_config,
+from tests.fixtures.cache import BuiltCache
+from tests.fixtures.cache_cases import CASES, IS_ROOT
+from tests.fixtures.cache_content import (
     gguf_files,
     lfs_pointer,
     mlx_chat_files,
@@ -25,6 +22,7 @@ from tests.fixtures.cache import (
     sharded_files,
     vision_files,
 )
+from tests.fixtures.cache_damage import build_special_file, build_unreadable_config
 
 # Cases whose damage is in the snapshot's files (the others break the cache structure).
 SNAPSHOT_CASES = [k for k, c in CASES.items() if not c.repo_id.startswith("odd/")]

@@ -98,6 +98,30 @@ def test_cli_run_of_an_unbuildable_workspace_is_model_incompatible(demo_env, tmp
     assert "\n" not in error["message"]
 
 
+def test_context_length_skips_a_key_that_holds_no_positive_whole_number():
+    assert context_length({"max_position_embeddings": "big", "n_positions": 1024}) == 1024
+    assert context_length({"max_position_embeddings": True, "n_ctx": 512}) == 512
+    assert context_length({"max_position_embeddings": 0}) is None
+
+
+def test_show_and_load_report_the_same_context_length(demo_cache, tmp_path: Path,
+                                                      monkeypatch):
+    from tests.fixtures.models import CHAT
+
+    workspace = tmp_path / "ctx"
+    shutil.copytree(demo_cache.paths[CHAT], workspace)
+    config = json.loads((workspace / "config.json").read_text())
+    del config["max_position_embeddings"]
+    config.update(n_positions=1536, max_sequence_length=640, seq_length=320)
+    (workspace / "config.json").write_text(json.dumps(config))
+    monkeypatch.chdir(tmp_path)
+
+    shown = run_inprocess("show", "./ctx", "--json").json["data"]["metadata"]
+    loaded = load_model(workspace)
+
+    assert shown["context_length"] == loaded.context_length == 1536
+
+
 @pytest.fixture
 def chat_copy(demo_cache, tmp_path: Path) -> Path:
     """A workspace copy of the demo chat model, free to damage."""

@@ -5,16 +5,18 @@ from __future__ import annotations
 import io
 import re
 import sys
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pexpect
 
-from mlxk2.ops.list import list_models
+from mlxk2.ops.list import ListResult, list_models
 from mlxk2.output.format import visible_width
 from mlxk2.output.listing import render_list
 from mlxk2.output.sink import Output
-from tests.fixtures.cache import CASES, BuiltCache, build_cache
+from tests.fixtures.cache import BuiltCache, build_cache
+from tests.fixtures.cache_cases import CASES
 from tests.fixtures.cli import cli_env, run_inprocess
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -28,9 +30,9 @@ def _colour_output(width: int | None) -> Output:
 
 def _rendered(out: Output, **flags: bool) -> list[str]:
     # Ages shown relative to now: every row modified just now keeps the widths fixed.
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    models = [{**m.to_dict(), "last_modified": now} for m in list_models(None)]
-    return render_list({"models": models, "count": len(models)}, out, **flags).splitlines()
+    now = datetime.now(timezone.utc).timestamp()
+    models = tuple(replace(m, last_modified=now) for m in list_models(None))
+    return render_list(ListResult(models), out, **flags).splitlines()
 
 
 def _header_starts(header: str) -> list[int]:

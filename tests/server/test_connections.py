@@ -10,7 +10,7 @@ import pytest
 
 from mlxk2.server.config import ServerConfig
 from mlxk2.server.runner import HEADER_TIMEOUT, KEEP_ALIVE_TIMEOUT, connection_limit
-from tests.server.conftest import LiveServer, raw_request
+from tests.fixtures.server import LiveServer, raw_request
 
 HEADER_S = 1.0
 KEEP_ALIVE_S = 1

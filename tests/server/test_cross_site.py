@@ -8,7 +8,7 @@ import pytest
 
 from mlxk2.server.browsers import is_loopback
 from tests.fixtures.models import CHAT
-from tests.server.conftest import LiveServer, raw_request
+from tests.fixtures.server import LiveServer, raw_request
 
 BODY = {"model": CHAT, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
 TRUSTED = "http://app.example"

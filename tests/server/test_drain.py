@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tests.fixtures.cli import cli_env
 from tests.fixtures.models import CHAT
-from tests.server.conftest import free_port, raw_request
+from tests.fixtures.server import free_port, raw_request
 
 LOOP_PROMPT = "Write a poem"  # the demo model's greedy reply never reaches end-of-sequence
 

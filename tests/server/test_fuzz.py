@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.fixtures.models import CHAT
-from tests.server.conftest import LiveServer, raw_request
+from tests.fixtures.server import LiveServer, raw_request
 
 KEY = "fuzz-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -64,15 +64,17 @@ def test_the_published_schema_declares_every_route_and_its_request_body(fuzzed):
     assert raw_request(fuzzed.url, "GET", "/openapi.json").status == 401  # behind the key
     doc = raw_request(fuzzed.url, "GET", "/openapi.json", headers=AUTH).json()
     assert set(doc["paths"]) == {"/health", "/metrics", "/v1/models", "/v1/models/{model_id}",
-                                 "/v1/chat/completions", "/v1/completions"}
+                                 "/v1/chat/completions", "/v1/completions", "/v1/embeddings"}
     schemas = doc["components"]["schemas"]
     for path, model in (("/v1/chat/completions", "ChatCompletionRequest"),
-                        ("/v1/completions", "CompletionRequest")):
+                        ("/v1/completions", "CompletionRequest"),
+                        ("/v1/embeddings", "EmbeddingsRequest")):
         post = doc["paths"][path]["post"]
         body = post["requestBody"]["content"]["application/json"]["schema"]
         assert body == {"$ref": f"#/components/schemas/{model}"}
         assert {"400", "401", "403", "415"} <= set(post["responses"])
-        assert "text/event-stream" in post["responses"]["200"]["content"]
+        if "completions" in path:
+            assert "text/event-stream" in post["responses"]["200"]["content"]
     assert "messages" in schemas["ChatCompletionRequest"]["required"]
     assert "prompt" in schemas["CompletionRequest"]["required"]
     assert {"ChatMessage", "TextPart", "ChatCompletion", "ErrorResponse"} <= set(schemas)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.fixtures.models import CHAT
-from tests.server.conftest import raw_request
+from tests.fixtures.server import raw_request
 
 CHAT_PATH = "/v1/chat/completions"
 COMPLETIONS_PATH = "/v1/completions"

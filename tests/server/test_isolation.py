@@ -10,7 +10,7 @@ import pytest
 
 from tests.fixtures.faults import POISON_TOKEN, FaultyLoader
 from tests.fixtures.models import CHAT
-from tests.server.conftest import LiveServer, raw_request, sse_events
+from tests.fixtures.server import LiveServer, raw_request, sse_events
 
 AWAY = {str(POISON_TOKEN): -100}
 
@@ -84,7 +84,9 @@ def test_a_request_failing_to_detokenize_fails_alone(faulty):
 def test_a_failed_model_step_ends_its_batch_with_a_clear_error_and_the_server_recovers(
         faulty, loader, chat_tokenizer):
     (breakable,) = loader.models
-    endless = {**AWAY, str(chat_tokenizer.convert_tokens_to_ids("<|im_end|>")): -100}
+    from mlxk2.engine.load import stop_token_ids
+
+    endless = {**AWAY, **{str(t): -100 for t in stop_token_ids(chat_tokenizer)}}
     long = _body("Tell me a long story.", max_tokens=1000, logit_bias=endless)
     started = threading.Event()
 
@@ -113,6 +115,7 @@ def test_a_failed_model_step_ends_its_batch_with_a_clear_error_and_the_server_re
     finally:
         breakable.broken.clear()
     for chunks in (first, second):
+        assert "error" in chunks[-1], chunks[-3:]
         error = chunks[-1]["error"]
         assert error["code"] == "generation_failed"
         assert "every request in this batch was ended" in error["message"]

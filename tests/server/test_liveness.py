@@ -9,7 +9,7 @@ import threading
 import time
 
 from tests.fixtures.models import CHAT
-from tests.server.conftest import LiveServer, raw_request
+from tests.fixtures.server import LiveServer, raw_request
 
 #: The brief for a live server: /health answers within this while hostile requests run.
 HEALTH_BUDGET_S = 0.2
@@ -27,11 +27,12 @@ def _hostile_requests(live: LiveServer) -> list[tuple[str, dict[str, object]]]:
     ]
 
 
-def _stream_chunk_times(live: LiveServer, eos: int, times: list[float],
+def _stream_chunk_times(live: LiveServer, stops: list[int], times: list[float],
                         started: threading.Event) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", live.config.port, timeout=60)
     body = {"model": CHAT, "messages": [{"role": "user", "content": "Tell me a story."}],
-            "max_tokens": 2000, "stream": True, "logit_bias": {str(eos): -100}}
+            "max_tokens": 2000, "stream": True,
+            "logit_bias": {str(t): -100 for t in stops}}
     conn.request("POST", "/v1/chat/completions", body=json.dumps(body),
                  headers={"Content-Type": "application/json"})
     response = conn.getresponse()
@@ -47,11 +48,13 @@ def _stream_chunk_times(live: LiveServer, eos: int, times: list[float],
 
 def test_health_and_a_running_stream_stay_live_while_huge_prompts_are_refused(
         live, chat_tokenizer):
-    eos = chat_tokenizer.convert_tokens_to_ids("<|im_end|>")
+    from mlxk2.engine.load import stop_token_ids
+
+    stops = sorted(stop_token_ids(chat_tokenizer))
     chunk_times: list[float] = []
     started = threading.Event()
     streamer = threading.Thread(target=_stream_chunk_times,
-                                args=(live, eos, chunk_times, started))
+                                args=(live, stops, chunk_times, started))
     streamer.start()
     assert started.wait(60)
 

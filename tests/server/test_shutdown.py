@@ -15,7 +15,7 @@ import pytest
 
 from tests.fixtures.cli import cli_env
 from tests.fixtures.models import CHAT
-from tests.server.conftest import free_port, raw_request
+from tests.fixtures.server import free_port, raw_request
 
 
 def _wait_until_serving(proc: subprocess.Popen[str], port: int) -> None:

@@ -23,28 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from mlxk2.cache.config import read_config
+from mlxk2.cache.files import WEIGHT_FORMATS, is_tokenizer_file, is_weight_file
 from mlxk2.cache.safetensors import check_file
 
 CONFIG = "config.json"
-WEIGHT_FORMATS = {
-    ".safetensors": "safetensors",
-    ".gguf": "gguf",
-    ".bin": "pytorch",
-    ".pt": "pytorch",
-    ".pth": "pytorch",
-    ".npz": "npz",
-}
-TOKENIZER_FILES = frozenset(
-    {
-        "tokenizer.json",
-        "tokenizer.model",
-        "spiece.model",
-        "sentencepiece.bpe.model",
-        "vocab.json",
-        "vocab.txt",
-        "tiktoken.model",
-    }
-)
 PREPROCESSOR_FILES = frozenset(
     {"preprocessor_config.json", "processor_config.json", "video_preprocessor_config.json"}
 )
@@ -52,7 +34,6 @@ LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/"
 # A pointer (version, sha256 oid, size) is about 130 bytes; only files of that
 # order of size are opened, so the check stays cheap on big caches.
 _LFS_SIZES = range(100, 1024)
-_NOT_WEIGHTS = frozenset({"training_args.bin", "optimizer.pt", "scheduler.pt", "rng_state.pth"})
 TOKENIZER_JSON = "tokenizer.json"
 #: Bytes of tokenizer.json read on every scan; files up to this size are parsed whole.
 _TOKENIZER_HEAD = 256 * 1024
@@ -104,7 +85,7 @@ class ModelScan:
         return {
             name: size
             for name, size in self.top_files.items()
-            if Path(name).suffix in WEIGHT_FORMATS and name not in _NOT_WEIGHTS
+            if is_weight_file(name)
         }
 
 
@@ -211,6 +192,8 @@ def _walk(scan: ModelScan, folder: Path, prefix: str) -> None:
 
 
 def _escapes(scan: ModelScan, link: str) -> bool:
+    if scan.boundary is None:
+        return False
     target = os.path.join(os.path.dirname(link), os.readlink(link))
     inside = scan.boundary + os.sep
     return not (os.path.normpath(target) + os.sep).startswith(inside) and \
@@ -385,7 +368,7 @@ def _tokenizer_problem(scan: ModelScan) -> str | None:
         return _tokenizer_json_problem(scan.root / TOKENIZER_JSON, top[TOKENIZER_JSON])
     if "tokenizer_config.json" not in top:
         return None
-    if any(n in TOKENIZER_FILES or n.endswith(".tiktoken") for n in top):
+    if any(is_tokenizer_file(n) for n in top):
         return None
     return "tokenizer_config.json present but no tokenizer file (tokenizer.json or tokenizer.model)"
 

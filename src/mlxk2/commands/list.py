@@ -23,10 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def handle(args: argparse.Namespace, out: Output) -> int:
-    from mlxk2.ops.list import list_models
+    from mlxk2.ops.list import list_result
     from mlxk2.output.listing import render_list
 
-    models = [m.to_dict() for m in list_models(args.pattern)]
-    data = {"models": models, "count": len(models)}
-    return out.success("list", data, lambda d, o: render_list(
-        d, o, show_all=args.all, reasons=args.health, verbose=args.verbose))
+    return out.success("list", list_result(args.pattern), lambda result, o: render_list(
+        result, o, show_all=args.all, reasons=args.health, verbose=args.verbose))

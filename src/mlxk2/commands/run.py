@@ -3,6 +3,7 @@
   mlxk2 run MODEL "prompt"          one answer, streamed on a terminal
   mlxk2 run MODEL                   interactive chat (/help, /clear, /exit, Ctrl-D)
   cat notes.txt | mlxk2 run MODEL - "Summarise:"   '-' reads stdin
+  mlx.launch -n 2 --backend ring -- mlxk2 run MODEL "prompt" --distributed
 """
 
 from __future__ import annotations
@@ -10,11 +11,19 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import TextIO
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
+from mlxk2.commands import _distributed
 from mlxk2.commands._common import add_model_argument
 from mlxk2.errors import ValidationError
 from mlxk2.output.sink import Output
+
+if TYPE_CHECKING:
+    from mlxk2.engine.batch import ModelBatch
+    from mlxk2.engine.distributed import Leader
+    from mlxk2.engine.load import LoadedModel
 
 STDIN_ARG = "-"
 
@@ -50,6 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="Hide the model's reasoning (<think> text)")
     show.add_argument("--verbose", "-v", action="store_true",
                       help="Print token counts and speed after each reply")
+    _distributed.add_arguments(parser)
 
 
 def read_prompt(parts: list[str], stdin: TextIO | None = None) -> str | None:
@@ -64,11 +74,27 @@ def read_prompt(parts: list[str], stdin: TextIO | None = None) -> str | None:
 def handle(args: argparse.Namespace, out: Output) -> int:
     # Loading runs from local files only; never reach for the Hub mid-run.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    _distributed.check_arguments(args)
+    leader = None
+    if args.distributed:
+        leader = _distributed.join(args)
+        if leader is None:
+            return 0  # a follower: rank 0 reads the prompt and prints the reply
+        try:
+            return _handle(args, out, leader)
+        finally:
+            leader.stop()
+    return _handle(args, out, None)
+
+
+def _handle(args: argparse.Namespace, out: Output, leader: Leader | None) -> int:
     from mlxk2.engine.sampling import SamplingParams
     from mlxk2.ops import run as ops
     from mlxk2.output import run as render
 
     prompt = read_prompt(args.prompt)
+    if prompt is None and leader is not None:
+        raise ValidationError("--distributed needs a prompt; interactive chat runs on one machine")
     if prompt is None and out.json:
         raise ValidationError("--json needs a prompt; interactive chat is human-only")
     if prompt is not None and not prompt.strip():
@@ -77,7 +103,16 @@ def handle(args: argparse.Namespace, out: Output) -> int:
         temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, min_p=args.min_p,
         repetition_penalty=args.repetition_penalty, seed=args.seed,
     )
-    model = ops.open_model(args.model)
+    batch: ModelBatch | None = None
+    if leader is None:
+        model = ops.open_model(args.model)
+    else:
+        def open_everywhere(path: Path, name: str) -> LoadedModel:
+            nonlocal batch
+            batch = leader.open(path, name, max_batch=1, prompt_cache=0)
+            return batch.loaded
+
+        model = ops.open_model(args.model, loader=open_everywhere)
     use_template = not args.no_chat_template
 
     if prompt is None:
@@ -88,7 +123,8 @@ def handle(args: argparse.Namespace, out: Output) -> int:
         # Stdout holds only replies unless a person at a terminal sees it: prompts
         # and the greeting appear only for terminal input, on stderr if stdout
         # is redirected; piped input gets neither.
-        read_line, prompt, prompt_stream = input, render.CHAT_PROMPT, out.stdout
+        read_line: Callable[[str], str] = input
+        prompt, prompt_stream = render.CHAT_PROMPT, out.stdout
         if not sys.stdin.isatty():
             prompt = ""
         elif out.stdout.isatty():
@@ -104,10 +140,10 @@ def handle(args: argparse.Namespace, out: Output) -> int:
         max_tokens=args.max_tokens, stop=args.stop,
     )
     budget = prepared.budget
-    if budget.clamped:
+    if budget.clamped and budget.requested is not None:
         out.warn(render.clamp_warning(budget.requested, budget.max_tokens,
                                       model.loaded.context_length))
-    events = ops.run_one_shot(model, prepared, params)
+    events = ops.run_one_shot(model, prepared, params, batch=batch)
     if out.json:
         return out.success("run", ops.collect(model.name, prompt, events).to_dict())
     printer = render.ReplyPrinter(out.stdout, color=out.color,

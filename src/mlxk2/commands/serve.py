@@ -2,6 +2,9 @@
 
 Binds to 127.0.0.1 unless --host says otherwise. Endpoints: /health,
 /v1/models, /v1/chat/completions, /v1/completions and /metrics.
+
+Across several ranks: mlx.launch -n 2 --backend ring -- mlxk2 serve --model M --distributed
+(rank 0 binds and answers; the other ranks follow it).
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ import argparse
 import logging
 import os
 
+from mlxk2.commands import _distributed
+from mlxk2.errors import ValidationError
 from mlxk2.output.sink import Output
 
 API_KEY_ENV = "MLXK2_API_KEY"
@@ -82,6 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error", "critical"])
     parser.add_argument("--log-json", action="store_true", help="Log one JSON object per line")
+    _distributed.add_arguments(parser)
 
 
 def handle(args: argparse.Namespace, out: Output) -> int:
@@ -104,10 +110,23 @@ def handle(args: argparse.Namespace, out: Output) -> int:
         log_json=args.log_json,
         shutdown_grace=parse_duration(args.shutdown_grace),
     )
+    _distributed.check_arguments(args)
+    if args.distributed and config.max_loaded_models > 1:
+        raise ValidationError("--distributed serves one model at a time; "
+                              "leave --max-loaded-models at 1")
     configure_logging(config.log_level, config.log_json)
     log = logging.getLogger("mlxk2.server")  # one log format, JSON included
-    sock = bind_socket(config.host, config.port)  # a busy port fails before any model loads
-    worker = Worker()
+    fault = _distributed.ServeFault()
+    leader = _distributed.join(args, fault.report) if args.distributed else None
+    if args.distributed and leader is None:
+        return 0  # a follower: rank 0 binds, answers and decides
+    try:
+        sock = bind_socket(config.host, config.port)  # a busy port fails before any model loads
+    except BaseException:
+        if leader is not None:
+            leader.stop()
+        raise
+    worker = Worker() if leader is None else _distributed.serving_worker(leader, fault)
     worker.start()
     provider = ModelProvider(
         worker,
@@ -115,6 +134,7 @@ def handle(args: argparse.Namespace, out: Output) -> int:
         keep_alive=config.keep_alive,
         max_batch=config.max_concurrency,
         prompt_cache=config.prompt_cache,
+        open_batch=getattr(worker, "open_batch", None),
     )
     data = {"host": config.host, "port": config.port, "model": config.model,
             "stopped": True}
@@ -139,6 +159,7 @@ def handle(args: argparse.Namespace, out: Output) -> int:
         log.warning("listening beyond this machine without --api-key: anyone who can "
                     "reach %s can use it", url)
     app = create_app(config, provider)
+    fault.state = app.state.mlxk
     run_app(app, config, sock)
     return _stopped(out, data, log_json=config.log_json)
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlxk2.cache.config import context_length
+from mlxk2.cache.layout import snapshot_repo_id
 from mlxk2.errors import MlxkError, ModelIncompatibleError, ModelNotFoundError, ModelUnhealthyError
 
 #: Tokens that end an assistant turn in common chat formats. gpt-oss's ``<|end|>``
@@ -30,16 +33,6 @@ REASONING_TOKENS = frozenset(
 #: transformers' tokenizer logger; its "sequence length is longer than the specified
 #: maximum" warning duplicates the context check that generation reports itself.
 _TOKENIZER_LOGGER = "transformers.tokenization_utils_base"
-#: Config keys that hold the context length, most specific first.
-CONTEXT_KEYS = (
-    "max_position_embeddings",
-    "max_sequence_length",
-    "max_seq_len",
-    "seq_length",
-    "n_positions",
-    "n_ctx",
-    "model_max_length",
-)
 
 
 @dataclass
@@ -63,16 +56,6 @@ class LoadedModel:
     hidden_tokens: dict[int, str] = field(default_factory=dict)
     load_s: float = 0.0
     max_token_chars: int = 0
-
-
-def context_length(config: dict[str, Any]) -> int | None:
-    """The context window from ``config.json`` keys, also inside ``text_config``."""
-    for source in (config, config.get("text_config") or {}):
-        for key in CONTEXT_KEYS:
-            value = source.get(key)
-            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-                return value
-    return None
 
 
 def stop_token_ids(tokenizer: Any) -> frozenset[int]:
@@ -99,10 +82,7 @@ def hidden_special_tokens(tokenizer: Any, stops: frozenset[int]) -> dict[int, st
 
 def display_name(path: Path) -> str:
     """``org/name`` for a cache snapshot folder (never its hash), else the path as given."""
-    repo_folder = path.parent.parent.name
-    if path.parent.name == "snapshots" and repo_folder.startswith("models--"):
-        return repo_folder.removeprefix("models--").replace("--", "/", 1)
-    return str(path)
+    return snapshot_repo_id(path) or str(path)
 
 
 def _first_line(exc: BaseException, limit: int = 200) -> str:
@@ -130,7 +110,8 @@ def _tokenizer_error(path: Path, shown: str, exc: Exception) -> MlxkError:
         f"Cannot load the tokenizer of '{shown}' from {named}: {_first_line(exc)}", model=shown)
 
 
-def load_model(path: Path, name: str | None = None) -> LoadedModel:
+def load_model(path: Path, name: str | None = None,
+               shard: Callable[[Any], None] | None = None) -> LoadedModel:
     """Load weights and tokenizer from a local model folder with mlx-lm.
 
     Args:
@@ -138,6 +119,8 @@ def load_model(path: Path, name: str | None = None) -> LoadedModel:
             weights and tokenizer files.
         name: The model as the user named it, for error messages (default: the
             repo id of a cache snapshot, else ``path`` as given).
+        shard: Splits the model over ranks before its weights are read (see
+            :func:`mlxk2.engine.distributed.sharder`), so each rank reads only its part.
 
     Returns:
         The loaded model with its stop tokens and context length.
@@ -158,7 +141,12 @@ def load_model(path: Path, name: str | None = None) -> LoadedModel:
 
     shown = name or display_name(path)
     try:
-        model, config = mlx_load_model(path)
+        model, config = mlx_load_model(path, lazy=shard is not None)
+        if shard is not None:
+            import mlx.core as mx
+
+            shard(model)
+            mx.eval(model.parameters())
     except (TypeError, AttributeError, ValueError, KeyError, RuntimeError, OSError) as exc:
         # A config mlx-lm's model classes cannot build, or weights that do not fit it.
         raise ModelIncompatibleError(

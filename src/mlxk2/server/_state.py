@@ -64,10 +64,17 @@ class ServerState:
         default_factory=lambda: asyncio.Semaphore(TOKENIZER_THREADS))
     draining: bool = False
     aborted: bool = False
+    #: Why the server can no longer answer (a lost rank); every request gets it.
+    fault: Exception | None = None
     started: float = field(default_factory=time.time)
 
     def begin_drain(self) -> None:
         """Refuse new work (503) and let running requests finish."""
+        self.draining = True
+
+    def fail(self, error: Exception) -> None:
+        """Answer every request, ``/health`` included, with ``error`` from now on."""
+        self.fault = error
         self.draining = True
 
     def begin_shutdown(self) -> None:

@@ -20,6 +20,7 @@ from mlxk2.server._state import Admission, ServerState
 from mlxk2.server.auth import ApiKeyGate
 from mlxk2.server.browsers import BrowserGate
 from mlxk2.server.config import ServerConfig
+from mlxk2.server.embeddings import register as register_embeddings
 from mlxk2.server.endpoints import ROUTERS
 from mlxk2.server.errors import (
     ApiError,
@@ -73,6 +74,7 @@ def create_app(config: ServerConfig, provider: ModelProvider,
     _install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    register_embeddings(app)
     install_openapi(app)
     app.add_middleware(_Gate, state=state, gate=ApiKeyGate(config.api_key),
                        browsers=BrowserGate(config.cors_origins, config.host))
@@ -155,6 +157,8 @@ class _Gate:
             self.state.metrics.requests.labels(endpoint, str(status)).inc()
 
     def _refusal(self, scope: Any, path: str) -> Callable[..., Awaitable[None]] | None:
+        if self.state.fault is not None:
+            return _error_app(self.state.fault)
         if self.state.draining:
             return _error_app(ServiceUnavailableError("The server is shutting down.",
                                                       code="shutting_down"))
@@ -180,6 +184,6 @@ def _endpoint_label(path: str) -> str:
     if path.startswith("/v1/models/"):
         return "/v1/models/{id}"
     if path in ("/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions",
-                OPENAPI_PATH):
+                "/v1/embeddings", OPENAPI_PATH):
         return path
     return "other"

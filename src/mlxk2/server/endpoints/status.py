@@ -19,7 +19,7 @@ router = APIRouter()
 @router.get("/health", responses=answers(Health))
 async def health(request: Request) -> dict[str, Any]:
     state = state_of(request)
-    return {
+    body: dict[str, Any] = {
         "status": "shutting_down" if state.draining else "ok",
         "version": __version__,
         "models": state.provider.describe(),
@@ -27,6 +27,10 @@ async def health(request: Request) -> dict[str, Any]:
         "uptime_seconds": round(time.time() - state.started, 3),
         "rss_bytes": rss_bytes(),
     }
+    cluster = state.provider.worker.cluster()
+    if cluster is not None:
+        body["distributed"] = cluster
+    return body
 
 
 @router.get("/metrics", response_class=Response,
