@@ -156,6 +156,23 @@ class InternalError(MlxkError):
     exit_code = 1
 
 
+class GenerationFailedError(InternalError, RuntimeError):
+    """Generation of one request failed inside the engine; ``stage`` says where.
+
+    A 500 (our bug or the model's), with a message that names the stage but not
+    the host.
+
+    ``stage`` is ``"sampling"``, ``"logits_processor"`` or ``"detokenizing"`` when
+    the request's own row failed (the rest of its batch went on), or ``"model"``
+    when the model step shared by the whole batch failed.
+    """
+
+    openai_code = "generation_failed"
+
+    def __init__(self, message: str, *, stage: str) -> None:
+        super().__init__(message)
+        self.stage = stage
+
 
 class RankLostError(OperationError):
     """A rank of a distributed run died or stopped answering; the run cannot go on."""

@@ -23,7 +23,8 @@ def make_server(demo_cache: DemoCache) -> Iterator[Callable[..., LiveServer]]:
     stoppers: list[Callable[[], None]] = []
 
     def make(*, preload: str | None = CHAT, loader: Any = None, memory_probe: Any = None,
-             root: Any = None, **options: Any) -> LiveServer:
+             root: Any = None, uvicorn_options: dict[str, Any] | None = None,
+             **options: Any) -> LiveServer:
         options.setdefault("keep_alive", None)
         config = ServerConfig(port=free_port(), model=preload, **options)
         worker = Worker()
@@ -35,7 +36,7 @@ def make_server(demo_cache: DemoCache) -> Iterator[Callable[..., LiveServer]]:
                                  loader=loader, memory_probe=memory_probe)
         if preload:
             provider.preload(preload)
-        live, stop = start_server(config, provider)
+        live, stop = start_server(config, provider, **(uvicorn_options or {}))
         stoppers.append(stop)
         return live
 

@@ -75,7 +75,8 @@ def test_metrics_count_requests_tokens_and_latency(make_server):
     client.chat.completions.create(**{**BODY, "max_tokens": 5})
     stream = client.chat.completions.create(**{**BODY, "max_tokens": 4}, stream=True)
     assert list(stream)
-    raw_request(server.url, "POST", "/v1/chat/completions", body=b"{")
+    raw_request(server.url, "POST", "/v1/chat/completions", body=b"{",
+                headers={"Content-Type": "application/json"})
     response = raw_request(server.url, "GET", "/metrics")
     assert response.status == 200
     assert response.headers["content-type"].startswith("text/plain")

@@ -257,7 +257,8 @@ def test_anthropic_thinking_reaches_templates_that_read_enable_thinking(
     if thinking is not None:
         body["thinking"] = thinking
     chat = messages_turn(MessagesRequest.model_validate(body)).chat
-    entry = SimpleNamespace(loaded=SimpleNamespace(tokenizer=tokenizer))
+    entry = SimpleNamespace(loaded=SimpleNamespace(tokenizer=tokenizer, context_length=None,
+                                                  max_token_chars=0))
     tokens = _template(entry, chat)  # type: ignore[arg-type]
     if empty_block is None:
         assert tokens == list(tokenizer.apply_chat_template(

@@ -9,18 +9,30 @@ into a logits processor on its row alone. A request for ``n`` choices prefills
 its prompt once: when its first row has sampled its first token, the other rows
 join with copies of that row's KV cache, each with its own sampler (seeded
 choices use ``seed + choice``) and grammar state. Only one thread may use a batch.
+
+A request's own processing (its sampler, its logits processors, its
+detokenizer and stop matcher) can fail without hurting the others: the failing
+row gets neutral values for the rest of that step, is removed from the
+generator after it, and its sink receives an :class:`Aborted` event with a
+:class:`~mlxk2.errors.GenerationFailedError`. The other rows go on decoding
+exactly as they would have without it. Only a failure of the model step itself
+(shared by every row) escapes :meth:`ModelBatch.step`. Failures are caught where
+a row's code is called; an error MLX raises later, while evaluating the whole
+step's graph, cannot be pinned on one row and counts as a model failure.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mlxk2.engine.events import Aborted, Event
 from mlxk2.engine.pipeline import Token, TokenPipeline
+from mlxk2.errors import GenerationFailedError
 
 if TYPE_CHECKING:
     from mlxk2.engine.constraints import ConstraintSpec, GrammarProcessor
@@ -36,6 +48,19 @@ PREFILL_BATCH = 1
 
 #: Where one request's events go; called on the batch's thread.
 Sink = Callable[[Event], None]
+#: mlx-lm's sampler (log-probabilities to token ids) and logits processor
+#: (tokens so far and logits to logits); MLX arrays in and out.
+Sampler = Callable[[Any], Any]
+LogitsProcessor = Callable[[Any, Any], Any]
+
+log = logging.getLogger("mlxk2.engine")
+
+#: What each stage is called in the message a failed request receives.
+_STAGE_TEXT = {
+    "sampling": "sampling its next token",
+    "logits_processor": "processing its logits",
+    "detokenizing": "turning its tokens into text",
+}
 
 
 @dataclass(frozen=True)
@@ -65,12 +90,48 @@ class GenerationRequest:
 
 @dataclass
 class _Live:
-    """A running row: its pipeline, where its events go, its request's first row."""
+    """A running row: its pipeline, where its events go, its request's first row,
+    and whether it failed."""
 
     pipeline: TokenPipeline
     sink: Sink
-    group: int
+    group: int = -1
     grammar: GrammarProcessor | None = None
+    sampler: Sampler | None = None
+    failure: GenerationFailedError | None = None
+
+    def fail(self, stage: str, exc: BaseException) -> None:
+        """Mark the row failed (the first failure wins); it leaves after this step."""
+        if self.failure is not None:
+            return
+        log.error("a request failed while %s; it leaves its batch, the others go on",
+                  _STAGE_TEXT[stage], exc_info=exc)
+        self.failure = GenerationFailedError(
+            f"Generation failed while {_STAGE_TEXT[stage]} ({type(exc).__name__}); "
+            "other requests were not affected.", stage=stage)
+        self.failure.__cause__ = exc
+
+
+def _guarded_processor(live: _Live, processor: LogitsProcessor) -> LogitsProcessor:
+    """``processor`` for ``live``'s row alone: a failure marks the row and leaves its
+    logits as they came, so the batch step completes."""
+
+    def guarded(tokens: Any, logits: Any) -> Any:
+        if live.failure is not None:
+            return logits
+        try:
+            processed = processor(tokens, logits)
+        except Exception as exc:
+            live.fail("logits_processor", exc)
+            return logits
+        if getattr(processed, "shape", None) != logits.shape:
+            live.fail("logits_processor", ValueError(
+                f"a logits processor returned shape {getattr(processed, 'shape', None)} "
+                f"for logits of shape {logits.shape}"))
+            return logits
+        return processed
+
+    return guarded
 
 
 class ModelBatch:
@@ -80,13 +141,23 @@ class ModelBatch:
         loaded: The model.
         max_batch: Sequences decoded together.
         prompt_cache: Finished requests whose KV caches are kept for reuse (0: none).
+        make_sampler: Builds a request's sampler from its settings (default:
+            :func:`mlxk2.engine.sampling.make_sampler`); tests pass one that fails.
+        make_processors: Builds a request's logits processors from its settings
+            (default: :func:`mlxk2.engine.sampling.make_logits_processors`).
     """
 
-    def __init__(self, loaded: LoadedModel, max_batch: int, prompt_cache: int) -> None:
+    def __init__(self, loaded: LoadedModel, max_batch: int, prompt_cache: int, *,
+                 make_sampler: Callable[[SamplingParams], Sampler] | None = None,
+                 make_processors: Callable[[SamplingParams], Sequence[LogitsProcessor]]
+                 | None = None) -> None:
         from mlx_lm.generate import BatchGenerator
 
+        from mlxk2.engine import sampling
         from mlxk2.engine.prompt_cache import PromptCache
 
+        self._make_sampler = make_sampler or sampling.make_sampler
+        self._make_processors = make_processors or sampling.make_logits_processors
         self.loaded = loaded
         self.prompt_cache = PromptCache(prompt_cache)
         stop_tokens = [[t] for t in sorted(loaded.stop_token_ids)]
@@ -129,32 +200,30 @@ class ModelBatch:
 
     def _insert(self, request: GenerationRequest, sink: Sink, choice: int,
                 cache: list[Any] | None, cached: int, group: int | None) -> int:
-        from mlxk2.engine.sampling import make_logits_processors
-
         sampling = request.sampling
         if choice and sampling.seed is not None:
             sampling = dataclasses.replace(sampling, seed=(sampling.seed + choice) % 2**64)
-        processors = make_logits_processors(sampling)
-        grammar = None
+        live = _Live(TokenPipeline(self.loaded, request, cached, choice), sink)
+        processors = list(self._make_processors(sampling))
         if request.constraint is not None:
             from mlxk2.engine.constraints import compiler_for
 
-            grammar = compiler_for(self.loaded).processor(request.constraint)
-            processors = [*processors, grammar]
-        pipeline = TokenPipeline(self.loaded, request, cached, choice)
+            live.grammar = compiler_for(self.loaded).processor(request.constraint)
+            processors.append(live.grammar)
+        live.sampler = self._sampler_for(sampling)
         prompt = request.prompt_tokens
         (uid,) = self._generator.insert(
             [prompt[cached:]],
             caches=[cache],
             all_tokens=[prompt[:cached]],
             max_tokens=[request.max_tokens],
-            samplers=[self._sampler_for(sampling)],
-            logits_processors=[processors],
+            samplers=[live.sampler],
+            logits_processors=[[_guarded_processor(live, p) for p in processors]],
         )
         uid = int(uid)
-        first = uid if group is None else group
-        self._groups.setdefault(first, []).append(uid)
-        self._live[uid] = _Live(pipeline, sink, first, grammar)
+        live.group = uid if group is None else group
+        self._groups.setdefault(live.group, []).append(uid)
+        self._live[uid] = live
         return uid
 
     def _fork(self, uid: int, response: Any) -> None:
@@ -176,19 +245,38 @@ class ModelBatch:
             else:  # a cache that cannot be cut back: this choice prefills on its own
                 self._insert(request, live.sink, choice, None, 0, group=uid)
 
-    def _sampler_for(self, p: SamplingParams) -> Any:
-        from mlxk2.engine.sampling import make_sampler
-
+    def _sampler_for(self, p: SamplingParams) -> Sampler:
         if p.seed is not None and p.temperature > 0:
-            return make_sampler(p)  # it owns a random stream: never shared
+            return self._guarded(self._make_sampler(p))  # own random stream: never shared
         if not self._live:
             self._samplers.clear()  # only running requests' samplers are worth keeping
         key = (p.temperature, p.top_p, p.min_p, p.top_k,
                tuple(sorted((p.logit_bias or {}).items())))
         sampler = self._samplers.get(key)
         if sampler is None:
-            sampler = self._samplers[key] = make_sampler(p)
+            sampler = self._samplers[key] = self._guarded(self._make_sampler(p))
         return sampler
+
+    def _guarded(self, sampler: Sampler) -> Sampler:
+        """``sampler`` that fails only the rows using it, drawing greedily instead.
+
+        A shared sampler still samples all its rows in one call; when that call
+        fails, every row with those settings fails with it, since they would
+        all have hit the same error.
+        """
+
+        def guarded(logprobs: Any) -> Any:
+            try:
+                return sampler(logprobs)
+            except Exception as exc:
+                import mlx.core as mx
+
+                for live in self._live.values():
+                    if live.sampler is guarded:
+                        live.fail("sampling", exc)
+                return mx.argmax(logprobs, axis=-1)
+
+        return guarded
 
     def cancel(self, uid: int) -> None:
         """Drop a request (every choice), e.g. after a disconnect; slots free at the next step."""
@@ -219,11 +307,18 @@ class ModelBatch:
         self._forks.clear()
 
     def step(self) -> None:
-        """Run one prefill/decode step and hand each request the events it decides."""
+        """Run one prefill/decode step and hand each request the events it decides.
+
+        Rows that failed in this step leave the batch with an :class:`Aborted` event.
+
+        Raises:
+            Exception: the model step failed; the batch's requests are still running
+                and the caller should end them (:meth:`abort_all`).
+        """
         _, responses = self._generator.next()
         for response in responses:
             live = self._live.get(response.uid)
-            if live is None:
+            if live is None or live.failure is not None:
                 continue
             if response.uid in self._forks:
                 self._fork(response.uid, response)
@@ -231,9 +326,21 @@ class ModelBatch:
                 self.prompt_cache.store(response.all_tokens, response.prompt_cache)
             token = Token(response.token, response.finish_reason, response.logprobs)
             self._deliver(response.uid, live, token)
+        self._drop_failed()
+
+    def _drop_failed(self) -> None:
+        """End each failed row's request, every choice of it, with its failure."""
+        for uid, live in list(self._live.items()):
+            if live.failure is not None and uid in self._live:
+                self.cancel(live.group)
+                live.sink(Aborted(live.failure))
 
     def _deliver(self, uid: int, live: _Live, token: Token) -> None:
-        events = live.pipeline.push(token)
+        try:
+            events = live.pipeline.push(token)
+        except Exception as exc:  # this request's detokenizer or stop matcher
+            live.fail("detokenizing", exc)
+            return
         if live.pipeline.finished is not None:
             self._forget(uid)
             if token.engine_finish is None:  # a stop string ended it mid-batch

@@ -57,6 +57,27 @@ def plan_max_tokens(
     return TokenBudget(min(requested, room), requested, requested > room)
 
 
+def check_prompt_chars(loaded: LoadedModel, chars: int) -> None:
+    """Refuse, before tokenising it, a prompt too long for the context in any tokenisation.
+
+    No token stands for more characters than the vocabulary's longest token
+    string, so ``chars`` characters make at least ``chars / max_token_chars``
+    tokens. Tokenising megabytes takes seconds; this check takes none. (A
+    normaliser that deletes characters could in theory make fewer tokens; such
+    a prompt is refused too.)
+
+    Raises:
+        ValidationError: the prompt has more characters than the context can hold.
+    """
+    context, widest = loaded.context_length, loaded.max_token_chars
+    if context is None or widest <= 0 or chars <= context * widest:
+        return
+    raise ValidationError(
+        f"Prompt has {chars} characters; the model's context holds {context} tokens "
+        f"of at most {widest} characters each"
+    )
+
+
 def generate(
     loaded: LoadedModel,
     prompt_tokens: Sequence[int],

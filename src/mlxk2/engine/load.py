@@ -42,7 +42,9 @@ class LoadedModel:
     ``stop_token_ids`` are the EOS ids plus end-of-turn tokens in the vocab;
     the tokenizer's ``eos_token_ids`` is set to the same set, so mlx-lm stops
     there too. ``hidden_tokens`` maps other special token ids to their text,
-    which generation removes from the output.
+    which generation removes from the output. ``max_token_chars`` is the length
+    of the vocabulary's longest token string (0: unknown), which bounds the text
+    one token can stand for.
     """
 
     model: Any
@@ -53,6 +55,7 @@ class LoadedModel:
     stop_token_ids: frozenset[int]
     hidden_tokens: dict[int, str] = field(default_factory=dict)
     load_s: float = 0.0
+    max_token_chars: int = 0
 
 
 def stop_token_ids(tokenizer: Any) -> frozenset[int]:
@@ -167,4 +170,5 @@ def load_model(path: Path, name: str | None = None,
         stop_token_ids=stops,
         hidden_tokens=hidden_special_tokens(tokenizer, stops),
         load_s=time.perf_counter() - started,
+        max_token_chars=max(map(len, tokenizer.get_vocab()), default=0),
     )

@@ -6,6 +6,7 @@ temperature 0 reproduces raw ``mlx_lm.generate`` token for token.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,9 +23,11 @@ class SamplingParams:
     """How the next token is chosen.
 
     ``top_p`` 1.0, ``top_k`` 0 and ``min_p`` 0.0 switch those filters off; a
-    penalty of None is not applied at all. ``seed`` seeds MLX's random state
-    before generation, so the same prompt and seed give the same text; it must
-    be an integer in ``0..MAX_SEED``, the range ``mx.random.seed`` accepts.
+    ``top_k`` at or above the model's vocabulary keeps every token, so it is off
+    as well (mlx-lm itself rejects it). A penalty of None is not applied at all.
+    ``seed`` seeds MLX's random state before generation, so the same prompt and
+    seed give the same text; it must be an integer in ``0..MAX_SEED``, the range
+    ``mx.random.seed`` accepts.
 
     Raises:
         ValidationError: a value outside its range, or a NaN or infinite float
@@ -83,6 +86,12 @@ def make_sampler(p: SamplingParams) -> Callable[[Any], Any]:
     of a batch runs once for all of them. A sampler with a seed owns its random
     stream, so it must not be shared between requests.
     """
+    if p.top_k > 0 and p.temperature > 0:
+        return _once_vocab_known(p)
+    return _build_sampler(p)
+
+
+def _build_sampler(p: SamplingParams) -> Callable[[Any], Any]:
     from mlx_lm.sample_utils import make_sampler as mlx_make_sampler
 
     if p.seed is not None and p.temperature > 0:
@@ -93,6 +102,21 @@ def make_sampler(p: SamplingParams) -> Callable[[Any], Any]:
     if p.logit_bias:
         sampler = _biased(sampler, p.logit_bias, renormalize=p.temperature > 0)
     return sampler
+
+
+def _once_vocab_known(p: SamplingParams) -> Callable[[Any], Any]:
+    """The sampler for ``p``, built at its first call, when the vocabulary width is
+    known: a ``top_k`` that keeps the whole vocabulary is dropped there."""
+    built: Callable[[Any], Any] | None = None
+
+    def sample(logprobs: Any) -> Any:
+        nonlocal built
+        if built is None:
+            keeps_all = p.top_k >= logprobs.shape[-1]
+            built = _build_sampler(dataclasses.replace(p, top_k=0) if keeps_all else p)
+        return built(logprobs)
+
+    return sample
 
 
 def _seeded_sampler(p: SamplingParams, seed: int) -> Callable[[Any], Any]:

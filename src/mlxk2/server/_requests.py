@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import Request
@@ -18,6 +19,11 @@ if TYPE_CHECKING:
     from mlxk2.engine.generate import TokenBudget
 
 M = TypeVar("M", bound=BaseModel)
+
+#: A ``\\uD800``..``\\uDFFF`` escape: the only way a JSON body can carry a surrogate.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+#: A token id as OpenAI's ``logit_bias`` keys spell it: ASCII digits only.
+_TOKEN_ID = re.compile(r"[0-9]{1,12}")
 
 
 async def read_json(request: Request, limit: int) -> Any:
@@ -37,10 +43,29 @@ async def read_json(request: Request, limit: int) -> Any:
         if size > limit:
             raise BodyTooLargeError(f"Request body exceeds {limit} bytes.")
         chunks.append(chunk)
+    raw = b"".join(chunks)
     try:
-        return json.loads(b"".join(chunks))
+        body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadRequestError(f"Malformed JSON body: {exc}") from exc
+    except RecursionError as exc:
+        raise BadRequestError("Malformed JSON body: nested too deeply.") from exc
+    if _SURROGATE_ESCAPE.search(raw):
+        _refuse_lone_surrogates(body)
+    return body
+
+
+def _refuse_lone_surrogates(body: Any) -> None:
+    """400 for a string holding half a surrogate pair, which is no Unicode text.
+
+    Paired escapes (an emoji written as ``\\ud83d\\ude00``) decode to one character
+    and pass; encoding the whole body once finds any lone half at C speed.
+    """
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BadRequestError("The body contains a lone UTF-16 surrogate escape "
+                              "(such as \\ud800), which is not valid Unicode text.") from exc
 
 
 def parse_body(model: type[M], body: Any) -> M:
@@ -66,11 +91,7 @@ def sampling_params(req: SamplingFields) -> Any:
 
     bias: dict[int, float] | None = None
     if req.logit_bias:
-        try:
-            bias = {int(k): v for k, v in req.logit_bias.items()}
-        except ValueError as exc:
-            raise BadRequestError("logit_bias keys must be token ids.",
-                                  param="logit_bias") from exc
+        bias = {_token_id(k): v for k, v in req.logit_bias.items()}
     return SamplingParams(
         temperature=0.0 if req.temperature is None else req.temperature,
         top_p=1.0 if req.top_p is None else req.top_p,
@@ -84,11 +105,31 @@ def sampling_params(req: SamplingFields) -> Any:
     )
 
 
+def _token_id(key: str) -> int:
+    """A ``logit_bias`` key as a token id; only ASCII digits qualify (``int()`` would
+    also read ``"０"`` or ``"٣"``, and raise on ``"²"``)."""
+    if _TOKEN_ID.fullmatch(key) is None:
+        raise BadRequestError(f"logit_bias key {key!r} is not a token id.", param="logit_bias")
+    return int(key)
+
+
 def check_logit_bias(req: SamplingFields, vocab_size: int) -> None:
+    """Every ``logit_bias`` key names a token of the loaded model's vocabulary."""
     for key in (req.logit_bias or {}):
-        if not key.lstrip("-").isdigit() or not 0 <= int(key) < vocab_size:
+        if not _token_id(key) < vocab_size:
             raise BadRequestError(f"logit_bias key {key!r} is not a token id.",
                                   param="logit_bias")
+
+
+def check_prompt_size(entry: LoadedEntry, chars: int, param: str) -> None:
+    """400 naming ``param`` for a prompt that cannot fit the context, before tokenising it."""
+    from mlxk2.engine.generate import check_prompt_chars
+    from mlxk2.errors import ValidationError
+
+    try:
+        check_prompt_chars(entry.loaded, chars)
+    except ValidationError as exc:
+        raise ContextLengthExceededError(exc.message, param=param) from exc
 
 
 def token_budget(state: ServerState, entry: LoadedEntry, prompt_len: int,

@@ -133,7 +133,8 @@ class Prompt:
     tools: ToolCalling | None = None
 
 
-#: Builds a request's :class:`Prompt` once its model is loaded.
+#: Builds a request's :class:`Prompt` once its model is loaded. It runs on a thread,
+#: off the event loop.
 PromptBuilder = Callable[[LoadedEntry], Prompt]
 
 
@@ -154,7 +155,8 @@ async def start_run(state: ServerState, req: SamplingFields, prompt_for: PromptB
     try:
         if req.logit_bias:
             check_logit_bias(req, len(entry.loaded.tokenizer))
-        prompt = prompt_for(entry)
+        async with state.tokenizing:  # tokenising megabytes must not stall the loop
+            prompt = await asyncio.to_thread(prompt_for, entry)
         if not prompt.tokens:
             raise BadRequestError("The prompt is empty.", param="prompt")
         budget = token_budget(state, entry, len(prompt.tokens), req.token_limit())

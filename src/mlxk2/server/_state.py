@@ -47,6 +47,12 @@ class Admission:
         self._metrics.active_requests.dec()
 
 
+#: Prompts tokenised at once, on threads off the event loop. One: a tokenizer is
+#: not safe to call from several threads at once, and a queue of large prompts
+#: then waits here rather than filling the default thread pool.
+TOKENIZER_THREADS = 1
+
+
 @dataclass
 class ServerState:
     """Everything a handler needs, hung on ``app.state.mlxk``."""
@@ -55,6 +61,8 @@ class ServerState:
     provider: ModelProvider
     metrics: Metrics
     admission: Admission
+    tokenizing: asyncio.Semaphore = field(
+        default_factory=lambda: asyncio.Semaphore(TOKENIZER_THREADS))
     draining: bool = False
     aborted: bool = False
     #: Why the server can no longer answer (a lost rank); every request gets it.

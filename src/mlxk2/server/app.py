@@ -19,20 +19,26 @@ from mlxk2.server import ui
 from mlxk2.server._runs import ClientGoneError
 from mlxk2.server._state import Admission, ServerState
 from mlxk2.server.auth import ApiKeyGate
+from mlxk2.server.browsers import BrowserGate
 from mlxk2.server.config import ServerConfig
 from mlxk2.server.embeddings import register as register_embeddings
 from mlxk2.server.endpoints import ROUTERS
 from mlxk2.server.errors import (
     ApiError,
+    ForbiddenOriginError,
     ServiceUnavailableError,
     anthropic_body,
     error_body,
     to_status_and_body,
 )
 from mlxk2.server.metrics import Metrics
+from mlxk2.server.openapi import install_openapi
 from mlxk2.server.provider import ModelProvider
 
 log = logging.getLogger("mlxk2.server")
+
+#: The published OpenAPI document; behind the API key when one is set, like ``/v1``.
+OPENAPI_PATH = "/openapi.json"
 
 
 def create_app(config: ServerConfig, provider: ModelProvider,
@@ -65,15 +71,17 @@ def create_app(config: ServerConfig, provider: ModelProvider,
             provider.worker.stop()
 
     app = FastAPI(title="mlxk2", version=__version__, lifespan=lifespan,
-                  docs_url=None, redoc_url=None, openapi_url=None)
+                  docs_url=None, redoc_url=None, openapi_url=OPENAPI_PATH)
     app.state.mlxk = state
     _install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
     register_embeddings(app)
+    install_openapi(app)
     if config.ui:
         ui.register(app)
-    app.add_middleware(_Gate, state=state, gate=ApiKeyGate(config.api_key))
+    app.add_middleware(_Gate, state=state, gate=ApiKeyGate(config.api_key),
+                       browsers=BrowserGate(config.cors_origins, config.host))
     if config.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
 
@@ -99,7 +107,7 @@ async def _reap_forever(provider: ModelProvider) -> None:
 def _install_error_handlers(app: FastAPI) -> None:
     async def api_error(request: Request, exc: Exception) -> JSONResponse:
         status, body = to_status_and_body(exc)
-        if status >= 500 and status != 503 and status != 507:
+        if body["error"]["code"] == "internal_error":  # the engine logs its own failures
             log.error("request failed", exc_info=exc)
         return JSONResponse(shaped(request.url.path, status, body), status_code=status)
 
@@ -120,12 +128,15 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 class _Gate:
-    """Pure-ASGI front door: drain refusal, auth, body limit and request metrics."""
+    """Pure-ASGI front door: drain refusal, browser origins, auth, JSON bodies and
+    request metrics."""
 
-    def __init__(self, app: Any, state: ServerState, gate: ApiKeyGate) -> None:
+    def __init__(self, app: Any, state: ServerState, gate: ApiKeyGate,
+                 browsers: BrowserGate) -> None:
         self.app = app
         self.state = state
         self.gate = gate
+        self.browsers = browsers
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -156,10 +167,15 @@ class _Gate:
         if self.state.draining:
             return _error_app(ServiceUnavailableError("The server is shutting down.",
                                                       code="shutting_down"), path)
-        if path.startswith("/v1/") or path == "/metrics":
+        browser_problem = self.browsers.check(scope)
+        if isinstance(browser_problem, ForbiddenOriginError):
+            return _error_app(browser_problem, path)
+        if path.startswith("/v1/") or path in ("/metrics", OPENAPI_PATH):
             problem = self.gate.check(scope)
             if problem is not None:
                 return _error_app(problem, path)
+        if browser_problem is not None:  # a body not sent as JSON, after auth
+            return _error_app(browser_problem, path)
         return None
 
 
@@ -177,7 +193,7 @@ def _error_app(exc: Exception, path: str) -> Callable[..., Awaitable[None]]:
 #: Paths counted under their own name in the request metrics.
 _LABELLED = ("/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions",
              "/v1/embeddings", "/v1/ps",
-             "/v1/responses", "/v1/messages", "/v1/messages/count_tokens")
+             "/v1/responses", "/v1/messages", "/v1/messages/count_tokens", OPENAPI_PATH)
 
 
 def _endpoint_label(path: str) -> str:

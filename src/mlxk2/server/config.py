@@ -39,7 +39,7 @@ def keep_alive_seconds(value: str | float) -> float:
     Raises:
         ValidationError: For a boolean or text that is not a duration.
     """
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ValidationError("keep_alive must be a duration like 30s, 5m, or seconds")
     if isinstance(value, (int, float)):
         seconds: float | None = None if value < 0 else float(value)

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from mlxk2.server._requests import parse_body, read_json
 from mlxk2.server._state import ServerState, state_of
 from mlxk2.server.errors import BadRequestError
+from mlxk2.server.openapi import answers, json_body
 from mlxk2.server.provider import LoadedEntry
 from mlxk2.server.schemas import KeepAlive
 
@@ -47,7 +48,8 @@ class EmbeddingsRequest(BaseModel):
 def register(app: FastAPI) -> None:
     """Add the route to ``app`` (built by :func:`mlxk2.server.app.create_app`)."""
 
-    @app.post("/v1/embeddings")
+    @app.post("/v1/embeddings", openapi_extra=json_body(EmbeddingsRequest),
+              responses=answers(None, errors=(404, 500, 507)))
     async def embeddings(request: Request) -> JSONResponse:
         state = state_of(request)
         req = parse_body(EmbeddingsRequest, await read_json(request,

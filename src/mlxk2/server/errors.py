@@ -50,6 +50,21 @@ class AuthenticationError(ApiError):
     code = "invalid_api_key"
 
 
+class ForbiddenOriginError(ApiError):
+    """A browser request from a web page the server does not trust (``--cors-origin``)."""
+
+    status = 403
+    kind = "permission_error"
+    code = "origin_not_allowed"
+
+
+class UnsupportedMediaTypeError(ApiError):
+    """A POST body that is not declared as JSON (a form or ``text/plain``)."""
+
+    status = 415
+    code = "unsupported_media_type"
+
+
 class BodyTooLargeError(ApiError):
     status = 413
     code = "request_too_large"
@@ -68,8 +83,21 @@ INTERNAL_MESSAGE = "The server failed to process the request."
 
 def error_body(message: str, kind: str, param: str | None = None,
                code: str | None = None) -> dict[str, Any]:
-    """The body OpenAI clients parse: ``{"error": {message, type, param, code}}``."""
-    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    """The body OpenAI clients parse: ``{"error": {message, type, param, code}}``.
+
+    Text that cannot be encoded as UTF-8 (a lone surrogate echoed from a request)
+    is escaped, so that rendering the error can never fail in turn.
+    """
+    return {"error": {"message": _encodable(message), "type": kind,
+                      "param": None if param is None else _encodable(param), "code": code}}
+
+
+def _encodable(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 #: Anthropic's ``error.type`` for each HTTP status it documents.

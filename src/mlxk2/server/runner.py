@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -15,12 +16,19 @@ from typing import TYPE_CHECKING, Any
 from mlxk2.errors import OperationError, PermissionDeniedError
 
 if TYPE_CHECKING:
+    import uvicorn
     from fastapi import FastAPI
 
     from mlxk2.server.config import ServerConfig
 
 #: Seconds uvicorn waits for open connections once running requests were aborted.
 GRACEFUL_TIMEOUT = 10
+#: Seconds a client has to send a request's headers, counted from connecting or from
+#: the end of the previous response. uvicorn has no such deadline: a connection
+#: that sends its headers a byte at a time (slowloris) would stay open for ever.
+HEADER_TIMEOUT = 10.0
+#: Seconds an idle keep-alive connection stays open between requests (uvicorn's default).
+KEEP_ALIVE_TIMEOUT = 5
 
 log = logging.getLogger("mlxk2.server")
 
@@ -81,6 +89,89 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def connection_limit(config: ServerConfig) -> int:
+    """Connections served at once: room for every generating and queued request twice
+    over (streams, health checks, clients that reconnect). Beyond it a new
+    connection is closed at once and a request is answered 503."""
+    return max(64, 2 * (config.max_concurrency + config.max_queue))
+
+
+def guarded_h11_protocol(header_timeout: float, max_connections: int) -> type[asyncio.Protocol]:
+    """uvicorn's h11 protocol with a deadline for each request's headers and a bound
+    on open connections."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class GuardedH11Protocol(H11Protocol):
+        _header_deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            if len(self.connections) > max_connections:
+                log.warning("refusing a connection: %d are open already", max_connections)
+                transport.close()
+                return
+            self._arm_header_deadline()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm_header_deadline()
+            super().connection_lost(exc)
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self.conn.their_state is not h11.IDLE:  # the request's headers are in
+                self._disarm_header_deadline()
+
+        def on_response_complete(self) -> None:
+            self._arm_header_deadline()  # for the next request on this connection
+            super().on_response_complete()
+
+        def _arm_header_deadline(self) -> None:
+            self._disarm_header_deadline()
+            self._header_deadline = self.loop.call_later(header_timeout, self._headers_late)
+
+        def _disarm_header_deadline(self) -> None:
+            if self._header_deadline is not None:
+                self._header_deadline.cancel()
+                self._header_deadline = None
+
+        def _headers_late(self) -> None:
+            self._header_deadline = None
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                self.transport.close()
+
+    return GuardedH11Protocol
+
+
+def uvicorn_config(app: FastAPI, config: ServerConfig, *,
+                   header_timeout: float = HEADER_TIMEOUT,
+                   keep_alive_timeout: int = KEEP_ALIVE_TIMEOUT,
+                   **options: Any) -> uvicorn.Config:
+    """uvicorn's settings for ``app``: timeouts and the connection bound set deliberately.
+
+    Args:
+        app: The app from :func:`mlxk2.server.app.create_app`.
+        config: Host, port and the admission limits the connection bound follows.
+        header_timeout: Seconds to send a request's headers.
+        keep_alive_timeout: Idle seconds before a keep-alive connection is closed.
+        options: Further ``uvicorn.Config`` arguments (logging).
+    """
+    import uvicorn
+
+    limit = connection_limit(config)
+    return uvicorn.Config(
+        app,
+        host=config.host,
+        port=config.port,
+        http=guarded_h11_protocol(header_timeout, limit),
+        timeout_keep_alive=keep_alive_timeout,
+        limit_concurrency=limit,
+        timeout_graceful_shutdown=GRACEFUL_TIMEOUT,
+        lifespan="on",
+        **options,
+    )
+
+
 def run_app(app: FastAPI, config: ServerConfig, sock: socket.socket) -> None:
     """Serve until a signal arrives; return normally so the process can exit 0.
 
@@ -128,13 +219,6 @@ def run_app(app: FastAPI, config: ServerConfig, sock: socket.socket) -> None:
                     self.should_exit = True
             return await super().on_tick(counter)
 
-    uv_config = uvicorn.Config(
-        app,
-        host=config.host,
-        port=config.port,
-        log_config=None,
-        access_log=config.log_level.lower() == "debug",
-        timeout_graceful_shutdown=GRACEFUL_TIMEOUT,
-        lifespan="on",
-    )
+    uv_config = uvicorn_config(app, config, log_config=None,
+                               access_log=config.log_level.lower() == "debug")
     _Server(uv_config).run(sockets=[sock])

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mlxk2.engine.events import Aborted, Event
+from mlxk2.errors import GenerationFailedError
 
 if TYPE_CHECKING:
     from mlxk2.engine.batch import GenerationRequest, ModelBatch
@@ -198,11 +199,17 @@ class Worker:
                 return commands
 
     def _step(self, batch: ModelBatch) -> None:
+        """One step of ``batch``; a failed request's own row already left it inside
+        ``step``, so what escapes is the model step every request shared."""
         try:
             batch.step()
         except Exception as exc:
-            log.exception("generation failed; aborting the batch")
-            batch.abort_all(exc)
+            log.exception("the model step failed; ending every request in its batch")
+            error = GenerationFailedError(
+                f"The model failed while generating ({type(exc).__name__}); every request "
+                "in this batch was ended. Retrying may succeed.", stage="model")
+            error.__cause__ = exc
+            batch.abort_all(error)
 
     def _shutdown(self) -> None:
         error = RuntimeError("server shutting down")

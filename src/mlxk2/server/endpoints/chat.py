@@ -21,7 +21,7 @@ from fastapi.responses import Response
 from mlxk2.engine.events import Delta, Finished, Reply, ToolCall
 from mlxk2.engine.tools import ToolChoice, ToolFunction
 from mlxk2.errors import ValidationError
-from mlxk2.server._requests import read_body
+from mlxk2.server._requests import check_prompt_size, read_body
 from mlxk2.server._runs import Prompt, Run, respond
 from mlxk2.server.endpoints._openai import (
     Chunk,
@@ -32,6 +32,7 @@ from mlxk2.server.endpoints._openai import (
     usage,
 )
 from mlxk2.server.errors import BadRequestError
+from mlxk2.server.openapi import ChatCompletion, answers, json_body
 from mlxk2.server.provider import LoadedEntry
 from mlxk2.server.schemas import ChatCompletionRequest
 
@@ -41,7 +42,8 @@ if TYPE_CHECKING:
 router = APIRouter()
 
 
-@router.post("/v1/chat/completions")
+@router.post("/v1/chat/completions", openapi_extra=json_body(ChatCompletionRequest),
+             responses=answers(ChatCompletion, streams=True, errors=(404, 500, 507)))
 async def chat_completions(request: Request) -> Response:
     req = await read_body(request, ChatCompletionRequest)
     chat = chat_input(req)
@@ -114,6 +116,7 @@ def _template(entry: LoadedEntry, chat: ChatInput) -> list[int]:
     from mlxk2.engine.chat import build_prompt_tokens
     from mlxk2.engine.tools import build_tool_prompt
 
+    check_prompt_size(entry, sum(len(m.get("content") or "") for m in chat.messages), "messages")
     tokenizer = entry.loaded.tokenizer
     # mlx-lm renames enable_thinking for templates that call it ``thinking``.
     options = None if chat.thinking is None else {"enable_thinking": chat.thinking}

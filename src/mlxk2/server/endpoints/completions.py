@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from mlxk2.engine.events import Delta, Finished, Reply, ToolCall
-from mlxk2.server._requests import read_body
+from mlxk2.server._requests import check_prompt_size, read_body
 from mlxk2.server._runs import Prompt, Run, respond
 from mlxk2.server.endpoints._openai import (
     Chunk,
@@ -22,13 +22,15 @@ from mlxk2.server.endpoints._openai import (
     usage,
 )
 from mlxk2.server.errors import BadRequestError
+from mlxk2.server.openapi import TextCompletion, answers, json_body
 from mlxk2.server.provider import LoadedEntry
 from mlxk2.server.schemas import CompletionRequest
 
 router = APIRouter()
 
 
-@router.post("/v1/completions")
+@router.post("/v1/completions", openapi_extra=json_body(CompletionRequest),
+             responses=answers(TextCompletion, streams=True, errors=(404, 500, 507)))
 async def completions(request: Request) -> Response:
     req = await read_body(request, CompletionRequest)
     if req.echo:
@@ -60,7 +62,8 @@ def _raw_prompt(entry: LoadedEntry, prompt: str | list[str] | list[int]) -> list
     if isinstance(prompt, list):
         if len(prompt) != 1:
             raise BadRequestError("Only one prompt per request is supported.", param="prompt")
-        return raw_prompt_tokens(entry.loaded.tokenizer, str(prompt[0]))
+        prompt = str(prompt[0])
+    check_prompt_size(entry, len(prompt), "prompt")
     return raw_prompt_tokens(entry.loaded.tokenizer, prompt)
 
 

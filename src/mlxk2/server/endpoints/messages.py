@@ -28,6 +28,7 @@ from mlxk2.server._state import state_of
 from mlxk2.server.endpoints.chat import ChatInput, function_tool
 from mlxk2.server.endpoints.responses import DROPPED_TOOLS_HEADER
 from mlxk2.server.errors import BadRequestError, anthropic_body, to_status_and_body
+from mlxk2.server.openapi import AnthropicError, answers, json_body
 from mlxk2.server.schemas import CountTokensRequest, MessagesRequest
 
 log = logging.getLogger("mlxk2.server")
@@ -38,7 +39,9 @@ BLOCK_SEPARATOR = "\n\n"
 _STOP_REASONS = {"length": "max_tokens", "tool_calls": "tool_use"}
 
 
-@router.post("/v1/messages")
+@router.post("/v1/messages", openapi_extra=json_body(MessagesRequest),
+              responses=answers(None, streams=True, errors=(404, 500, 507),
+                                error_model=AnthropicError))
 async def create_message(request: Request) -> Response:
     req = await read_body(request, MessagesRequest)
     turn = messages_turn(req)
@@ -48,7 +51,8 @@ async def create_message(request: Request) -> Response:
     return response
 
 
-@router.post("/v1/messages/count_tokens")
+@router.post("/v1/messages/count_tokens", openapi_extra=json_body(CountTokensRequest),
+              responses=answers(None, errors=(404,), error_model=AnthropicError))
 async def count_tokens(request: Request) -> dict[str, Any]:
     """The exact prompt length the same request to ``/v1/messages`` would have."""
     req = await read_body(request, CountTokensRequest)

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict
 from mlxk2.errors import MlxkError, ModelNotFoundError
 from mlxk2.server._requests import parse_body, read_json
 from mlxk2.server._state import state_of
+from mlxk2.server.openapi import ModelCard, ModelList, UnloadResult, answers, json_body
 from mlxk2.server.provider import LoadedEntry, ModelProvider
 from mlxk2.server.schemas import KeepAlive
 
@@ -85,12 +86,12 @@ async def _items(provider: ModelProvider) -> list[dict[str, Any]]:
     return [model_item(provider, info, loaded.get(info.name)) for info in infos]
 
 
-@router.get("/v1/models")
+@router.get("/v1/models", responses=answers(ModelList))
 async def list_models(request: Request) -> dict[str, Any]:
     return {"object": "list", "data": await _items(state_of(request).provider)}
 
 
-@router.get("/v1/ps")
+@router.get("/v1/ps", responses=answers(ModelList))
 async def loaded_models(request: Request) -> dict[str, Any]:
     """Loaded models, least recently used first (the next one an LRU eviction drops)."""
     provider = state_of(request).provider
@@ -98,7 +99,9 @@ async def loaded_models(request: Request) -> dict[str, Any]:
             "data": [model_item(provider, e.info, e) for e in provider.loaded_entries()]}
 
 
-@router.post("/v1/models/{model_id:path}/load")
+@router.post("/v1/models/{model_id:path}/load",
+             openapi_extra=json_body(LoadRequest, required=False),
+             responses=answers(ModelCard, errors=(404, 507)))
 async def load_model(model_id: str, request: Request) -> dict[str, Any]:
     """Load a model now (or find it loaded), optionally setting its keep-alive."""
     state = state_of(request)
@@ -114,7 +117,8 @@ async def load_model(model_id: str, request: Request) -> dict[str, Any]:
     return model_item(provider, entry.info, entry)
 
 
-@router.post("/v1/models/{model_id:path}/unload")
+@router.post("/v1/models/{model_id:path}/unload",
+             responses=answers(UnloadResult, errors=(404,)))
 async def unload_model(model_id: str, request: Request) -> JSONResponse:
     """Unload a model; a busy one unloads when its requests end (202)."""
     entry = await state_of(request).provider.unload_named(model_id)
@@ -126,7 +130,7 @@ async def unload_model(model_id: str, request: Request) -> JSONResponse:
     )
 
 
-@router.get("/v1/models/{model_id:path}")
+@router.get("/v1/models/{model_id:path}", responses=answers(ModelCard, errors=(404,)))
 async def get_model(model_id: str, request: Request) -> dict[str, Any]:
     """A model by id, or by any name a request accepts (``demo-chat``)."""
     provider = state_of(request).provider

@@ -29,6 +29,7 @@ from mlxk2.server._store import ResponseStore, StoredResponse
 from mlxk2.server.endpoints._openai import response_constraint
 from mlxk2.server.endpoints.chat import ChatInput, function_tool
 from mlxk2.server.errors import BadRequestError, NotFoundError, to_status_and_body
+from mlxk2.server.openapi import answers, json_body
 from mlxk2.server.schemas import ResponsesRequest
 
 log = logging.getLogger("mlxk2.server")
@@ -42,7 +43,8 @@ _UNSUPPORTED_INCLUDES = frozenset({"message.output_text.logprobs"})
 _TEXT_PARTS = frozenset({"input_text", "output_text", "text"})
 
 
-@router.post("/v1/responses")
+@router.post("/v1/responses", openapi_extra=json_body(ResponsesRequest),
+              responses=answers(None, streams=True, errors=(404, 500, 507)))
 async def create_response(request: Request) -> Response:
     req = await read_body(request, ResponsesRequest)
     store = state_of(request).responses
@@ -54,7 +56,7 @@ async def create_response(request: Request) -> Response:
     return response
 
 
-@router.get("/v1/responses/{response_id}")
+@router.get("/v1/responses/{response_id}", responses=answers(None, errors=(404,)))
 async def get_response(response_id: str, request: Request) -> dict[str, Any]:
     stored = state_of(request).responses.get(response_id)
     if stored is None:
@@ -62,7 +64,7 @@ async def get_response(response_id: str, request: Request) -> dict[str, Any]:
     return stored.body
 
 
-@router.delete("/v1/responses/{response_id}")
+@router.delete("/v1/responses/{response_id}", responses=answers(None, errors=(404,)))
 async def delete_response(response_id: str, request: Request) -> dict[str, Any]:
     if not state_of(request).responses.delete(response_id):
         raise _not_found(response_id)

@@ -11,11 +11,12 @@ from fastapi.responses import Response
 from mlxk2 import __version__
 from mlxk2.server._state import state_of
 from mlxk2.server.memory import rss_bytes
+from mlxk2.server.openapi import Health, answers
 
 router = APIRouter()
 
 
-@router.get("/health")
+@router.get("/health", responses=answers(Health))
 async def health(request: Request) -> dict[str, Any]:
     state = state_of(request)
     body: dict[str, Any] = {
@@ -32,7 +33,8 @@ async def health(request: Request) -> dict[str, Any]:
     return body
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=Response,
+            responses=answers(None, media_type="text/plain"))
 async def metrics(request: Request) -> Response:
     state = state_of(request)
     return Response(state.metrics.render(), media_type=state.metrics.content_type)
