@@ -143,3 +143,46 @@ def test_a_top_k_covering_the_vocabulary_samples_like_no_top_k(tiny_chat):
     assert answer(vocab) == unfiltered
     assert answer(10**9) == unfiltered
     assert answer(2) != unfiltered  # the filter itself still works below the vocabulary
+
+
+def test_a_failing_choice_ends_its_request_once_and_spares_grammar_rows_beside_it(tiny_chat):
+    import json
+
+    from mlxk2.engine.constraints import ConstraintSpec
+
+    free = _request(tiny_chat, "What is a river?", SamplingParams())
+    constrained = dataclasses.replace(
+        _request(tiny_chat, "Give me JSON.", SamplingParams(), max_tokens=60),
+        constraint=ConstraintSpec.json_schema({
+            "type": "object", "properties": {"size": {"enum": ["small", "large"]}},
+            "required": ["size"]}),
+        split_reasoning=False)
+    # Choice c is seeded with seed + c: choice 1 carries the faulty seed. Its end
+    # tokens are biased away, so that it is still decoding when the fault strikes.
+    no_end = {token: -100.0 for token in tiny_chat.stop_token_ids}
+    forked = dataclasses.replace(_request(tiny_chat, "How are you?", SamplingParams(
+        temperature=0.8, seed=PROCESSOR_FAULT_SEED - 1, logit_bias=no_end)), n=3)
+
+    def new_batch(max_batch: int) -> ModelBatch:
+        return ModelBatch(tiny_chat, max_batch=max_batch, prompt_cache=0,
+                          make_processors=faulty_processors)
+
+    solo_batch = new_batch(1)
+    alone = [_outcome(list(run_request(solo_batch, r))) for r in (free, constrained)]
+    solo_batch.close()
+    batch = new_batch(8)
+    free_events, constrained_events, forked_events = _run_together(
+        batch, [free, constrained, forked])
+    assert not batch.busy
+    batch.close()
+
+    for events, (text, done) in zip((free_events, constrained_events), alone, strict=True):
+        got_text, last = _outcome(events)
+        assert isinstance(last, Finished)
+        assert (got_text, last.token_ids) == (text, done.token_ids)  # type: ignore[union-attr]
+    assert json.loads(_outcome(constrained_events)[0])["size"] in ("small", "large")
+    aborted = [e for e in forked_events if isinstance(e, Aborted)]
+    assert len(aborted) == 1 and forked_events[-1] is aborted[0]  # nothing after it
+    assert isinstance(aborted[0].error, GenerationFailedError)
+    assert aborted[0].error.stage == "logits_processor"
+    assert not any(isinstance(e, Finished) and e.choice == 1 for e in forked_events)
