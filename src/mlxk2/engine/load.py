@@ -109,7 +109,7 @@ def _first_line(exc: BaseException, limit: int = 200) -> str:
     return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
 
 
-def load_model(path: Path, name: str | None = None) -> LoadedModel:
+def load_model(path: Path, name: str | None = None, *, threads: int | None = None) -> LoadedModel:
     """Load weights and tokenizer from a local model folder with mlx-lm.
 
     Args:
@@ -117,6 +117,7 @@ def load_model(path: Path, name: str | None = None) -> LoadedModel:
             weights and tokenizer files.
         name: The model as the user named it, for error messages (default: the
             repo id of a cache snapshot, else ``path`` as given).
+        threads: OpenBLAS threads (see :func:`mlxk2.engine.blas.ensure_blas`).
 
     Returns:
         The loaded model with its stop tokens and context length.
@@ -130,6 +131,9 @@ def load_model(path: Path, name: str | None = None) -> LoadedModel:
         raise ModelNotFoundError(f"No model folder at '{path}'")
     started = time.perf_counter()
     logging.getLogger(_TOKENIZER_LOGGER).setLevel(logging.ERROR)
+    from mlxk2.engine.blas import ensure_blas
+
+    ensure_blas(threads)  # before mlx is first imported
     from mlx_lm.utils import load_model as mlx_load_model
     from mlx_lm.utils import load_tokenizer
 
