@@ -12,7 +12,7 @@ import os
 import sys
 from typing import TextIO
 
-from mlxk2.commands._common import add_model_argument
+from mlxk2.commands._common import add_engine_arguments, add_model_argument
 from mlxk2.errors import ValidationError
 from mlxk2.output.sink import Output
 
@@ -49,7 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     show.add_argument("--no-reasoning", action="store_true",
                       help="Hide the model's reasoning (<think> text)")
     show.add_argument("--verbose", "-v", action="store_true",
-                      help="Print token counts and speed after each reply")
+                      help="Print the BLAS and CPU dtype, and token counts and speed "
+                           "after each reply")
+    add_engine_arguments(parser)
 
 
 def read_prompt(parts: list[str], stdin: TextIO | None = None) -> str | None:
@@ -77,7 +79,9 @@ def handle(args: argparse.Namespace, out: Output) -> int:
         temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, min_p=args.min_p,
         repetition_penalty=args.repetition_penalty, seed=args.seed,
     )
-    model = ops.open_model(args.model)
+    model = ops.open_model(args.model, cpu_dtype=args.cpu_dtype, threads=args.threads)
+    if args.verbose:
+        out.warn(render.engine_line(model.loaded))
     use_template = not args.no_chat_template
 
     if prompt is None:
@@ -109,7 +113,8 @@ def handle(args: argparse.Namespace, out: Output) -> int:
                                       model.loaded.context_length))
     events = ops.run_one_shot(model, prepared, params)
     if out.json:
-        return out.success("run", ops.collect(model.name, prompt, events).to_dict())
+        engine = ops.engine_facts(model.loaded)
+        return out.success("run", ops.collect(model.name, prompt, events, engine).to_dict())
     printer = render.ReplyPrinter(out.stdout, color=out.color,
                                   show_reasoning=not args.no_reasoning,
                                   buffered=args.no_stream)

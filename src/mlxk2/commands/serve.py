@@ -10,6 +10,7 @@ import argparse
 import logging
 import os
 
+from mlxk2.commands._common import add_engine_arguments
 from mlxk2.output.sink import Output
 
 API_KEY_ENV = "MLXK2_API_KEY"
@@ -71,10 +72,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error", "critical"])
     parser.add_argument("--log-json", action="store_true", help="Log one JSON object per line")
+    add_engine_arguments(parser)
 
 
 def handle(args: argparse.Namespace, out: Output) -> int:
     from mlxk2.server import ModelProvider, ServerConfig, Worker, create_app, parse_duration
+    from mlxk2.server.provider import engine_loader
     from mlxk2.server.runner import bind_socket, configure_logging, run_app
 
     config = ServerConfig(
@@ -91,6 +94,8 @@ def handle(args: argparse.Namespace, out: Output) -> int:
         prompt_cache=max(0, args.prompt_cache),
         log_level=args.log_level,
         log_json=args.log_json,
+        cpu_dtype=args.cpu_dtype,
+        threads=args.threads,
     )
     configure_logging(config.log_level, config.log_json)
     worker = Worker()
@@ -101,6 +106,7 @@ def handle(args: argparse.Namespace, out: Output) -> int:
         keep_alive=config.keep_alive,
         max_batch=config.max_concurrency,
         prompt_cache=config.prompt_cache,
+        loader=engine_loader(config.cpu_dtype, config.threads),
     )
     data = {"host": config.host, "port": config.port, "model": config.model,
             "stopped": True}

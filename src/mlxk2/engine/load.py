@@ -6,9 +6,13 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlxk2.errors import ModelIncompatibleError, ModelNotFoundError
+
+if TYPE_CHECKING:
+    from mlxk2.engine.blas import BlasStatus
+    from mlxk2.engine.dtype import DtypeChoice
 
 #: Tokens that end an assistant turn in common chat formats. gpt-oss's ``<|end|>``
 #: only closes a channel message, so it counts only without harmony channels.
@@ -60,6 +64,8 @@ class LoadedModel:
     stop_token_ids: frozenset[int]
     hidden_tokens: dict[int, str] = field(default_factory=dict)
     load_s: float = 0.0
+    cpu_dtype: DtypeChoice | None = None
+    blas: BlasStatus | None = None
 
 
 def context_length(config: dict[str, Any]) -> int | None:
@@ -109,7 +115,8 @@ def _first_line(exc: BaseException, limit: int = 200) -> str:
     return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
 
 
-def load_model(path: Path, name: str | None = None, *, threads: int | None = None) -> LoadedModel:
+def load_model(path: Path, name: str | None = None, *, cpu_dtype: str = "native",
+               threads: int | None = None) -> LoadedModel:
     """Load weights and tokenizer from a local model folder with mlx-lm.
 
     Args:
@@ -117,6 +124,7 @@ def load_model(path: Path, name: str | None = None, *, threads: int | None = Non
             weights and tokenizer files.
         name: The model as the user named it, for error messages (default: the
             repo id of a cache snapshot, else ``path`` as given).
+        cpu_dtype: ``native``, ``float32`` or ``auto`` (see :mod:`mlxk2.engine.dtype`).
         threads: OpenBLAS threads (see :func:`mlxk2.engine.blas.ensure_blas`).
 
     Returns:
@@ -133,9 +141,11 @@ def load_model(path: Path, name: str | None = None, *, threads: int | None = Non
     logging.getLogger(_TOKENIZER_LOGGER).setLevel(logging.ERROR)
     from mlxk2.engine.blas import ensure_blas
 
-    ensure_blas(threads)  # before mlx is first imported
+    blas = ensure_blas(threads)  # before mlx is first imported
     from mlx_lm.utils import load_model as mlx_load_model
     from mlx_lm.utils import load_tokenizer
+
+    from mlxk2.engine.dtype import apply_cpu_dtype
 
     try:
         model, config = mlx_load_model(path)
@@ -146,6 +156,7 @@ def load_model(path: Path, name: str | None = None, *, threads: int | None = Non
         raise ModelIncompatibleError(
             f"mlx-lm cannot load '{shown}': {_first_line(exc)}", model=shown
         ) from exc
+    choice = apply_cpu_dtype(model, cpu_dtype, blas_active=blas.active)
     stops = stop_token_ids(tokenizer)
     tokenizer.eos_token_ids = stops
     return LoadedModel(
@@ -157,4 +168,6 @@ def load_model(path: Path, name: str | None = None, *, threads: int | None = Non
         stop_token_ids=stops,
         hidden_tokens=hidden_special_tokens(tokenizer, stops),
         load_s=time.perf_counter() - started,
+        cpu_dtype=choice,
+        blas=blas,
     )

@@ -77,15 +77,31 @@ def open_model(
     spec: str,
     root: Path | None = None,
     loader: Callable[..., LoadedModel] = load_model,
+    *,
+    cpu_dtype: str = "native",
+    threads: int | None = None,
 ) -> RunnableModel:
     """:func:`check_runnable`, then load the local snapshot or workspace folder.
 
-    ``loader`` is called as ``loader(path, name=...)``; the name is the one the
-    user knows, for its error messages.
+    ``loader`` is called as ``loader(path, name=..., cpu_dtype=..., threads=...)``;
+    the name is the one the user knows, for its error messages; ``cpu_dtype`` and
+    ``threads`` are :func:`mlxk2.engine.load.load_model`'s.
     """
     resolved, info = check_runnable(spec, root)
     assert resolved.path is not None
-    return RunnableModel(resolved, info, loader(resolved.path, name=resolved.name))
+    loaded = loader(resolved.path, name=resolved.name, cpu_dtype=cpu_dtype, threads=threads)
+    return RunnableModel(resolved, info, loaded)
+
+
+def engine_facts(loaded: LoadedModel) -> dict[str, Any]:
+    """The CPU dtype the model computes in, the policy that chose it, and the BLAS."""
+    facts: dict[str, Any] = {}
+    if loaded.cpu_dtype is not None:
+        facts["cpu_dtype"] = loaded.cpu_dtype.dtype
+        facts["cpu_dtype_policy"] = loaded.cpu_dtype.policy
+    if loaded.blas is not None:
+        facts["blas"] = loaded.blas.backend
+    return facts
 
 
 @dataclass(frozen=True)
@@ -200,6 +216,7 @@ class RunResult:
     response: str
     reasoning: str | None
     finished: Finished
+    engine: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         done = self.finished
@@ -222,6 +239,7 @@ class RunResult:
             "load_s": round(done.load_s, 4),
             "ttft_s": round(done.ttft_s, 4),
             "tokens_per_s": round(done.tokens_per_s, 2),
+            **self.engine,
         }
         return data
 
@@ -236,8 +254,10 @@ def run_one_shot(
     )
 
 
-def collect(model_name: str, prompt: str, events: Iterable[Event]) -> RunResult:
-    """Read a whole event stream into a :class:`RunResult`."""
+def collect(model_name: str, prompt: str, events: Iterable[Event],
+            engine: dict[str, Any] | None = None) -> RunResult:
+    """Read a whole event stream into a :class:`RunResult` (``engine``: see
+    :func:`engine_facts`, reported with the timings)."""
     content: list[str] = []
     reasoning: list[str] = []
     finished: Finished | None = None
@@ -250,4 +270,5 @@ def collect(model_name: str, prompt: str, events: Iterable[Event]) -> RunResult:
             content.append(event.text)
     if finished is None:  # generate() always ends with Finished
         raise RuntimeError("generation ended without a Finished event")
-    return RunResult(model_name, prompt, "".join(content), "".join(reasoning) or None, finished)
+    return RunResult(model_name, prompt, "".join(content), "".join(reasoning) or None, finished,
+                     engine or {})

@@ -172,6 +172,14 @@ def _error_app(exc: Exception) -> Callable[..., Awaitable[None]]:
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def _blas_state() -> dict[str, Any] | None:
+    """This process's BLAS binding, once a model load has made it (None before)."""
+    from mlxk2.engine.blas import blas_status
+
+    status = blas_status()
+    return None if status is None else status.to_dict()
+
+
 def _endpoint_label(path: str) -> str:
     if path.startswith("/v1/models/"):
         return "/v1/models/{id}"
@@ -191,6 +199,7 @@ def _add_routes(app: FastAPI) -> None:
             "loaded_models": state.provider.loaded_names(),
             "uptime_seconds": round(time.time() - state.started, 3),
             "rss_bytes": rss_bytes(),
+            "blas": _blas_state(),
         }
 
     @app.get("/metrics")

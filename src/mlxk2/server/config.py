@@ -49,6 +49,8 @@ class ServerConfig:
         max_body_bytes: Largest accepted request body (413 beyond).
         log_level: Python logging level name.
         log_json: One JSON object per log line.
+        cpu_dtype: The CPU dtype policy for loaded models (:mod:`mlxk2.engine.dtype`).
+        threads: OpenBLAS threads (None: the usable CPUs).
     """
 
     host: str = "127.0.0.1"
@@ -65,3 +67,5 @@ class ServerConfig:
     max_body_bytes: int = 4 * 1024 * 1024
     log_level: str = "info"
     log_json: bool = False
+    cpu_dtype: str = "native"
+    threads: int | None = None
