@@ -71,7 +71,8 @@ def measure_engine(path: Path, tokens: int, repeat: int) -> dict[str, float]:
     from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
     from mlxk2.engine.chat import build_prompt_tokens
-    from mlxk2.engine.generate import Finished, generate
+    from mlxk2.engine.events import Finished
+    from mlxk2.engine.generate import generate
     from mlxk2.engine.load import load_model
     from mlxk2.engine.sampling import SamplingParams
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from mlxk2.engine.chat import build_prompt_tokens
-from mlxk2.engine.generate import Finished, TextChunk, generate, plan_max_tokens
+from mlxk2.engine.events import Delta, Finished
+from mlxk2.engine.generate import generate, plan_max_tokens
 from mlxk2.engine.sampling import MAX_SEED, SamplingParams
 from mlxk2.errors import ValidationError
 
@@ -23,8 +24,8 @@ def run(loaded, prompt: list[int], params: SamplingParams | None = None, **kwarg
     events = list(generate(loaded, prompt, params or SamplingParams(), **kwargs))
     *chunks, done = events
     assert isinstance(done, Finished)
-    assert all(isinstance(c, TextChunk) for c in chunks)
-    return "".join(c.text for c in chunks), done
+    assert all(isinstance(c, Delta) for c in chunks)
+    return "".join(c.reasoning + c.content for c in chunks), done
 
 
 @pytest.mark.parametrize("text", [LONG_PROMPT, SHORT_PROMPT])
@@ -160,4 +161,4 @@ def test_special_tokens_the_model_emits_are_removed_from_the_text(tiny_chat):
 def test_reasoning_labels_can_be_switched_off(tiny_chat):
     events = list(generate(tiny_chat, chat_tokens(tiny_chat, LONG_PROMPT), SamplingParams(),
                            max_tokens=5, reasoning=False))
-    assert {e.kind for e in events if isinstance(e, TextChunk)} == {"content"}
+    assert [e for e in events if isinstance(e, Delta) and e.reasoning] == []

@@ -11,7 +11,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from mlxk2.engine.generate import Finished, TextChunk
+from mlxk2.engine.events import Delta, Finished
 from mlxk2.errors import ModelIncompatibleError, ModelUnhealthyError
 from mlxk2.ops import run as ops
 from mlxk2.output.envelope import success_envelope
@@ -115,9 +115,9 @@ def test_interrupted_chat_reply_keeps_what_was_shown(tiny_chat):
     session = ops.ChatSession(tiny_chat, max_tokens=50)
     turn = session.start_turn(LOOP_PROMPT)
     first = next(turn.events)
-    assert isinstance(first, TextChunk)
+    assert isinstance(first, Delta)
     turn.events.close()
-    assert session.messages[-1] == {"role": "assistant", "content": first.text.strip()}
+    assert session.messages[-1] == {"role": "assistant", "content": first.content.strip()}
 
 
 def test_base_model_chat_uses_plain_format_and_stops_at_next_user_turn(tiny_base):
@@ -130,11 +130,11 @@ def test_base_model_chat_uses_plain_format_and_stops_at_next_user_turn(tiny_base
 
 
 def _done() -> Finished:
-    return Finished("stop", 3, 4, 0.1, 0.01, 100.0)
+    return Finished("stop", 3, 4, load_s=0.1, ttft_s=0.01, decode_s=0.03)
 
 
 def test_json_result_returns_reasoning_apart_from_the_response():
-    events = [TextChunk("Let me think.", "reasoning"), TextChunk("Paris."), _done()]
+    events = [Delta(reasoning="Let me think."), Delta("Paris."), _done()]
     data = ops.collect(CHAT, "Capital?", events).to_dict()
     assert_valid_envelope(success_envelope("run", data))
     assert (data["response"], data["reasoning"]) == ("Paris.", "Let me think.")
@@ -143,29 +143,29 @@ def test_json_result_returns_reasoning_apart_from_the_response():
 
 def test_reasoning_is_framed_apart_from_the_answer_without_control_codes():
     stream = io.StringIO()
-    events = [TextChunk("Thinking it over", "reasoning"), TextChunk("Paris."), _done()]
+    events = [Delta(reasoning="Thinking it over"), Delta("Paris."), _done()]
     print_reply(events, ReplyPrinter(stream, color=False))
     assert stream.getvalue() == "[reasoning]\nThinking it over\n[/reasoning]\n\nParis.\n"
 
 
 def test_no_reasoning_hides_it():
     stream = io.StringIO()
-    events = [TextChunk("hidden", "reasoning"), TextChunk("Paris."), _done()]
+    events = [Delta(reasoning="hidden"), Delta("Paris."), _done()]
     print_reply(events, ReplyPrinter(stream, color=False, show_reasoning=False))
     assert stream.getvalue() == "Paris.\n"
 
 
 def test_colour_marks_reasoning_dim_only_when_enabled():
     stream = io.StringIO()
-    print_reply([TextChunk("hm", "reasoning"), TextChunk("ok"), _done()],
+    print_reply([Delta(reasoning="hm"), Delta("ok"), _done()],
                 ReplyPrinter(stream, color=True))
     assert "\033[2m" in stream.getvalue()
 
 
 def test_control_characters_from_the_model_are_dropped_in_human_output():
     stream = io.StringIO()
-    events = [TextChunk("\x1b]0;x\x07think\x9b", "reasoning"),
-              TextChunk("a\x1b[2Jb\tc\r\x08\x7fd\n"), _done()]
+    events = [Delta(reasoning="\x1b]0;x\x07think\x9b"),
+              Delta("a\x1b[2Jb\tc\r\x08\x7fd\n"), _done()]
     print_reply(events, ReplyPrinter(stream, color=False))
     assert stream.getvalue() == "[reasoning]\n]0;xthink\n[/reasoning]\n\na[2Jb\tcd\n"
 

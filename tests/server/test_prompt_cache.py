@@ -7,7 +7,7 @@ from typing import Any
 import mlx.core as mx
 import pytest
 
-from mlxk2.server.prompt_cache import PromptCache
+from mlxk2.engine.prompt_cache import PromptCache
 from tests.fixtures.models import CHAT
 from tests.server.conftest import LiveServer, raw_request
 
@@ -105,7 +105,7 @@ def test_the_byte_cap_evicts_the_least_recently_used_cache():
 
 
 def test_the_default_byte_cap_is_small_on_small_machines(monkeypatch):
-    from mlxk2.server import prompt_cache
+    from mlxk2.engine import prompt_cache
 
     monkeypatch.setattr("mlxk2.system.memory_total_bytes", lambda: 8 << 30)
     assert prompt_cache.default_max_bytes() == 512 << 20

@@ -53,4 +53,4 @@ def opens_reasoning(tokenizer: Any, prompt_tokens: list[int]) -> bool:
     if not prompt_tokens:
         return False
     tail = tokenizer.decode(prompt_tokens[-8:])
-    return tail.rstrip().endswith("<think>")
+    return bool(tail.rstrip().endswith("<think>"))

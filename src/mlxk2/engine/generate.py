@@ -1,57 +1,27 @@
-"""Generation as a stream of typed events, built on ``mlx_lm.stream_generate``.
+"""Generation for one caller at a time, through the same core ``serve`` uses.
 
-``run``, ``serve`` and the tests all read the same events: :class:`TextChunk`
-pieces as they are decided, then one :class:`Finished` with exact token counts
-and timings. Special tokens never reach the text: stop tokens end generation
-inside mlx-lm, other special tokens are removed, user stop strings are cut, and
-reasoning is labelled apart from the answer.
+:func:`generate` adds a request to a :class:`~mlxk2.engine.batch.ModelBatch` and
+steps it until the request ends, yielding its :mod:`mlxk2.engine.events`: the
+one path from tokens to text that ``run``, ``serve`` and the tests share. Stop
+tokens end generation, other special tokens are hidden, user stop strings are
+cut, and reasoning is reported apart from the answer.
 """
 
 from __future__ import annotations
 
-import time
+from collections import deque
 from collections.abc import Iterator, Sequence
-from contextlib import closing
 from dataclasses import dataclass
 
+from mlxk2.engine.batch import GenerationRequest, ModelBatch
 from mlxk2.engine.chat import opens_reasoning
+from mlxk2.engine.events import Aborted, Event, Finished
 from mlxk2.engine.load import LoadedModel
-from mlxk2.engine.reasoning import CONTENT, ReasoningParser
-from mlxk2.engine.sampling import SamplingParams, make_logits_processors, make_sampler
-from mlxk2.engine.stops import StopMatcher
+from mlxk2.engine.sampling import SamplingParams
 from mlxk2.errors import ValidationError
 
 #: Used when a model's config states no context length.
 FALLBACK_MAX_TOKENS = 4096
-
-
-@dataclass(frozen=True, slots=True)
-class TextChunk:
-    """Decided text; ``kind`` is ``"content"`` (the answer) or ``"reasoning"``."""
-
-    text: str
-    kind: str = CONTENT
-
-
-@dataclass(frozen=True)
-class Finished:
-    """The last event of a generation.
-
-    ``finish_reason`` is ``"stop"`` (a stop token or stop string) or
-    ``"length"`` (``max_tokens`` reached). ``completion_tokens`` counts every
-    token the model produced, including a final stop token, and ``token_ids``
-    lists them. ``ttft_s`` runs from the call to the first token;
-    ``tokens_per_s`` is mlx-lm's decode rate; ``generation_s`` the whole call.
-    """
-
-    finish_reason: str
-    prompt_tokens: int
-    completion_tokens: int
-    load_s: float
-    ttft_s: float
-    tokens_per_s: float
-    generation_s: float = 0.0
-    token_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -93,7 +63,8 @@ def generate(
     max_tokens: int | None = None,
     stop: Sequence[str] = (),
     reasoning: bool = True,
-) -> Iterator[TextChunk | Finished]:
+    batch: ModelBatch | None = None,
+) -> Iterator[Event]:
     """Generate a reply to ``prompt_tokens``.
 
     Args:
@@ -104,75 +75,61 @@ def generate(
         max_tokens: Token limit; defaults to what the context leaves and is
             clamped to it (use :func:`plan_max_tokens` to learn about clamping).
         stop: Stop strings; the text ends before the earliest one.
-        reasoning: Label ``<think>`` / analysis-channel text as ``"reasoning"``;
-            when False every chunk is ``"content"``.
+        reasoning: Report ``<think>`` / analysis-channel text as ``Delta.reasoning``;
+            when False all text is content.
+        batch: The batch to run in, kept by a caller with several requests in a
+            row (a chat) so its prompt cache reuses earlier ones; by default a
+            private one, closed at the end.
 
-    Yields:
-        :class:`TextChunk` events, then exactly one :class:`Finished`.
+    Returns:
+        :class:`~mlxk2.engine.events.Delta` events, then exactly one
+        :class:`~mlxk2.engine.events.Finished`. Closing the iterator early
+        cancels the request.
 
     Raises:
         ValidationError: an empty prompt, or one that fills the context.
     """
-    started = time.perf_counter()
-    import mlx.core as mx
-    from mlx_lm.generate import stream_generate
-
     prompt = list(prompt_tokens)
     if not prompt:
         raise ValidationError("The prompt has no tokens")
     budget = plan_max_tokens(loaded.context_length, len(prompt), max_tokens)
-    matcher = StopMatcher(stop)
-    parser = ReasoningParser(
-        start_in_reasoning=reasoning and opens_reasoning(loaded.tokenizer, prompt)
-    )
-
-    def label(text: str) -> list[TextChunk]:
-        if not text:
-            return []
-        if not reasoning:
-            return [TextChunk(text)]
-        return [TextChunk(piece, kind) for kind, piece in parser.feed(text)]
-
-    first_at: float | None = None
-    finish_reason = "length"
-    produced: list[int] = []
-    tokens_per_s = 0.0
-    stream = stream_generate(
-        loaded.model,
-        loaded.tokenizer,
-        mx.array(prompt),
+    request = GenerationRequest(
+        prompt_tokens=prompt,
         max_tokens=budget.max_tokens,
-        sampler=make_sampler(params),
-        logits_processors=make_logits_processors(params),
+        sampling=params,
+        stops=tuple(stop),
+        split_reasoning=reasoning,
+        start_in_reasoning=reasoning and opens_reasoning(loaded.tokenizer, prompt),
     )
-    with closing(stream):
-        for response in stream:
-            if first_at is None:
-                first_at = time.perf_counter()
-            produced.append(response.token)
-            tokens_per_s = response.generation_tps
-            text = response.text
-            if response.token in loaded.hidden_tokens:
-                text = text.replace(loaded.hidden_tokens[response.token], "")
-            safe, hit = matcher.feed(text)
-            yield from label(safe)
-            if hit:
-                finish_reason = "stop"
-                break
-            if response.finish_reason is not None:
-                finish_reason = response.finish_reason
-    yield from label(matcher.flush())
-    if reasoning:
-        for kind, piece in parser.flush():
-            yield TextChunk(piece, kind)
-    ended = time.perf_counter()
-    yield Finished(
-        finish_reason=finish_reason,
-        prompt_tokens=len(prompt),
-        completion_tokens=len(produced),
-        load_s=loaded.load_s,
-        ttft_s=(first_at or ended) - started,
-        tokens_per_s=tokens_per_s,
-        generation_s=ended - started,
-        token_ids=tuple(produced),
-    )
+    if batch is not None:
+        return run_request(batch, request)
+    return _in_private_batch(loaded, request)
+
+
+def run_request(batch: ModelBatch, request: GenerationRequest) -> Iterator[Event]:
+    """Add ``request`` to ``batch`` and step the batch until the request ends.
+
+    Yields:
+        The request's events as each step decides them, the final one last.
+    """
+    pending: deque[Event] = deque()
+    uid = batch.add(request, pending.append)
+    over = False
+    try:
+        while not over:
+            batch.step()
+            while pending:
+                event = pending.popleft()
+                over = isinstance(event, (Finished, Aborted))
+                yield event
+    finally:
+        if not over:
+            batch.cancel(uid)
+
+
+def _in_private_batch(loaded: LoadedModel, request: GenerationRequest) -> Iterator[Event]:
+    batch = ModelBatch(loaded, max_batch=1, prompt_cache=0)
+    try:
+        yield from run_request(batch, request)
+    finally:
+        batch.close()

@@ -149,7 +149,10 @@ def load_model(path: Path, name: str | None = None, *, cpu_dtype: str = "native"
 
     try:
         model, config = mlx_load_model(path)
-        tokenizer = load_tokenizer(path, eos_token_ids=config.get("eos_token_id"))
+        # mlx-lm's load_tokenizer has no type hints.
+        tokenizer = load_tokenizer(  # type: ignore[no-untyped-call]
+            path, eos_token_ids=config.get("eos_token_id")
+        )
     except (TypeError, AttributeError, ValueError, KeyError, RuntimeError, OSError) as exc:
         # A config mlx-lm's model classes cannot build, or weights that do not fit it.
         shown = name or display_name(path)

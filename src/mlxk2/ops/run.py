@@ -6,27 +6,29 @@ streams (see :mod:`mlxk2.engine.generate`) that the command layer renders.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mlxk2.cache.capabilities import ModelType
 from mlxk2.cache.inspect import ModelInfo, inspect_model
+from mlxk2.engine.batch import ModelBatch
 from mlxk2.engine.chat import (
     PLAIN_TURN_STOP,
     build_prompt_tokens,
     has_chat_template,
     raw_prompt_tokens,
 )
-from mlxk2.engine.generate import Finished, TextChunk, TokenBudget, generate, plan_max_tokens
+from mlxk2.engine.events import Delta, Event, Finished, collect_events
+from mlxk2.engine.generate import TokenBudget, generate, plan_max_tokens
 from mlxk2.engine.load import LoadedModel, load_model
-from mlxk2.engine.reasoning import REASONING
 from mlxk2.engine.sampling import SamplingParams
 from mlxk2.errors import ModelIncompatibleError, ModelUnhealthyError, ValidationError
 from mlxk2.resolve import ResolvedModel, resolve
 
-Event = TextChunk | Finished
+#: Finished turns whose KV cache a chat keeps: the last one, which the next turn extends.
+CHAT_PROMPT_CACHE = 1
 
 
 @dataclass(frozen=True)
@@ -146,7 +148,7 @@ class Turn:
     """One chat reply in progress: its budget, and the events to read."""
 
     budget: TokenBudget
-    events: Iterator[Event]
+    events: Generator[Event, None, None]
 
 
 @dataclass
@@ -154,7 +156,9 @@ class ChatSession:
     """A conversation that keeps its history between turns.
 
     Models without a chat template use the plain ``User:``/``Assistant:``
-    format, with ``"\\nUser:"`` as an extra stop string.
+    format, with ``"\\nUser:"`` as an extra stop string. Turns run in one
+    :class:`~mlxk2.engine.batch.ModelBatch`, so each turn prefills only what the
+    previous one did not already hold in its prompt cache.
     """
 
     loaded: LoadedModel
@@ -164,6 +168,7 @@ class ChatSession:
     max_tokens: int | None = None
     stop: tuple[str, ...] = ()
     messages: list[dict[str, str]] = field(default_factory=list)
+    _batch: ModelBatch | None = field(default=None, init=False, repr=False)
 
     def clear(self) -> None:
         """Forget the conversation (the system prompt stays)."""
@@ -195,16 +200,29 @@ class ChatSession:
         stop = self.stop if self.templated else (*self.stop, PLAIN_TURN_STOP)
         return Turn(budget, self._reply(tokens, budget.max_tokens, stop))
 
-    def _reply(self, tokens: list[int], max_tokens: int, stop: tuple[str, ...]) -> Iterator[Event]:
+    def _reply(self, tokens: list[int], max_tokens: int, stop: tuple[str, ...]
+               ) -> Generator[Event, None, None]:
         answer: list[str] = []
+        if self._batch is None:
+            self._batch = ModelBatch(self.loaded, max_batch=1, prompt_cache=CHAT_PROMPT_CACHE)
         try:
             for event in generate(self.loaded, tokens, self.params, max_tokens=max_tokens,
-                                  stop=stop):
-                if isinstance(event, TextChunk) and event.kind != REASONING:
-                    answer.append(event.text)
+                                  stop=stop, batch=self._batch):
+                if isinstance(event, Delta):
+                    answer.append(event.content)
                 yield event
+        except BaseException:
+            # An interrupt may land inside a decode step; start the next turn afresh.
+            self.close()
+            raise
         finally:
             self.messages.append({"role": "assistant", "content": "".join(answer).strip()})
+
+    def close(self) -> None:
+        """Free the batch and its prompt cache (a later turn makes a new one)."""
+        if self._batch is not None:
+            self._batch.close()
+            self._batch = None
 
 
 @dataclass(frozen=True)
@@ -256,19 +274,13 @@ def run_one_shot(
 
 def collect(model_name: str, prompt: str, events: Iterable[Event],
             engine: dict[str, Any] | None = None) -> RunResult:
-    """Read a whole event stream into a :class:`RunResult` (``engine``: see
-    :func:`engine_facts`, reported with the timings)."""
-    content: list[str] = []
-    reasoning: list[str] = []
-    finished: Finished | None = None
-    for event in events:
-        if isinstance(event, Finished):
-            finished = event
-        elif event.kind == REASONING:
-            reasoning.append(event.text)
-        else:
-            content.append(event.text)
-    if finished is None:  # generate() always ends with Finished
-        raise RuntimeError("generation ended without a Finished event")
-    return RunResult(model_name, prompt, "".join(content), "".join(reasoning) or None, finished,
+    """Read a whole event stream into a :class:`RunResult`.
+
+    ``engine`` (see :func:`engine_facts`) is reported with the timings.
+
+    Raises:
+        BaseException: the error of an aborted generation.
+    """
+    reply = collect_events(events)
+    return RunResult(model_name, prompt, reply.content, reply.reasoning or None, reply.finished,
                      engine or {})

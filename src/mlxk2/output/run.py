@@ -14,8 +14,7 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, TextIO
 
-from mlxk2.engine.generate import Finished, TextChunk
-from mlxk2.engine.reasoning import REASONING
+from mlxk2.engine.events import Aborted, Delta, Event, Finished
 from mlxk2.errors import ValidationError
 from mlxk2.output.format import paint
 from mlxk2.output.sink import Output
@@ -59,18 +58,16 @@ class ReplyPrinter:
         self._wrote = False
         self._last = ""
 
-    def chunk(self, event: TextChunk) -> None:
-        text = strip_controls(event.text)
-        if event.kind == REASONING:
-            if not self._show_reasoning:
-                return
+    def chunk(self, event: Delta) -> None:
+        """Write a delta: its reasoning (framed), then its answer text."""
+        if event.reasoning and self._show_reasoning:
             if not self._in_reasoning:
                 self._write(paint(REASONING_OPEN, "dim", self._color) + "\n")
                 self._in_reasoning = True
-            self._write(paint(text, "dim", self._color))
-            return
-        self._close_reasoning()
-        self._write(text)
+            self._write(paint(strip_controls(event.reasoning), "dim", self._color))
+        if event.content:
+            self._close_reasoning()
+            self._write(strip_controls(event.content))
 
     @property
     def wrote(self) -> bool:
@@ -105,14 +102,21 @@ class ReplyPrinter:
             self._stream.flush()
 
 
-def print_reply(events: Iterable[TextChunk | Finished], printer: ReplyPrinter) -> Finished | None:
-    """Feed every event to ``printer``; return the final :class:`Finished`."""
+def print_reply(events: Iterable[Event], printer: ReplyPrinter) -> Finished | None:
+    """Feed every event to ``printer``; return the final :class:`Finished`.
+
+    Raises:
+        BaseException: the error of an aborted generation (after what was written).
+    """
     finished = None
     for event in events:
-        if isinstance(event, Finished):
-            finished = event
-        else:
+        if isinstance(event, Delta):
             printer.chunk(event)
+        elif isinstance(event, Aborted):
+            printer.finish()
+            raise event.error
+        else:
+            finished = event
     printer.finish()
     return finished
 
@@ -227,7 +231,7 @@ def _chat_turn(session: ChatSession, out: Output, text: str, *, verbose: bool,
     except ValidationError as exc:
         out.warn(f"{exc.message}. /clear starts a new conversation.")
         return
-    if turn.budget.clamped:
+    if turn.budget.clamped and turn.budget.requested is not None:
         out.warn(clamp_warning(turn.budget.requested, turn.budget.max_tokens,
                                session.loaded.context_length))
     printer = ReplyPrinter(out.stdout, color=out.color, show_reasoning=show_reasoning)

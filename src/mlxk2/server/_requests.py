@@ -9,7 +9,7 @@ from fastapi import Request
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
-from mlxk2.server._state import ServerState
+from mlxk2.server._state import ServerState, state_of
 from mlxk2.server.errors import BadRequestError, BodyTooLargeError
 from mlxk2.server.provider import LoadedEntry
 from mlxk2.server.schemas import SamplingFields
@@ -50,6 +50,11 @@ def parse_body(model: type[M], body: Any) -> M:
         first = exc.errors()[0]
         param = ".".join(str(p) for p in first["loc"]) or None
         raise BadRequestError(f"Invalid field '{param}': {first['msg']}", param=param) from exc
+
+
+async def read_body(request: Request, model: type[M]) -> M:
+    """The body read within the server's size limit and validated as ``model``."""
+    return parse_body(model, await read_json(request, state_of(request).config.max_body_bytes))
 
 
 def sampling_params(req: SamplingFields) -> Any:

@@ -1,24 +1,31 @@
-"""One request's trip through the scheduler, and its answer as JSON or an SSE stream."""
+"""One request's trip through the worker, and the one flow every generating endpoint shares.
+
+:func:`respond` is that flow: start a :class:`Run`, then stream its events or
+collect them, and answer. An endpoint supplies only what differs: the request
+body, a :data:`PromptBuilder` and a :class:`Wire` that renders the core's events
+in its own format.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.requests import ClientDisconnect
 
+from mlxk2.engine.batch import GenerationRequest
+from mlxk2.engine.events import Delta, Event, Finished, Reply, acollect_events
 from mlxk2.server._requests import check_logit_bias, sampling_params, token_budget
-from mlxk2.server._state import ServerState
-from mlxk2.server.errors import BadRequestError, ServiceUnavailableError, to_status_and_body
+from mlxk2.server._state import ServerState, state_of
+from mlxk2.server.errors import BadRequestError, ServiceUnavailableError
 from mlxk2.server.provider import LoadedEntry
-from mlxk2.server.scheduler import Aborted, Delta, Event, Finished, GenerationRequest, Mailbox
 from mlxk2.server.schemas import SamplingFields
+from mlxk2.server.worker import Mailbox
 
 log = logging.getLogger("mlxk2.server")
 
@@ -73,8 +80,8 @@ class Run:
         metrics.prompt_tokens.inc(done.prompt_tokens)
         metrics.cached_prompt_tokens.inc(done.cached_tokens)
         metrics.generated_tokens.inc(done.completion_tokens)
-        if done.decode_seconds > 0 and done.completion_tokens > 1:
-            metrics.tokens_per_second.observe((done.completion_tokens - 1) / done.decode_seconds)
+        if done.tokens_per_s > 0:
+            metrics.tokens_per_second.observe(done.tokens_per_s)
 
     def close(self) -> None:
         """Free the batch slot, the admission slot and the model lease (idempotent)."""
@@ -86,14 +93,16 @@ class Run:
         self.state.provider.release(self.entry)
 
 
-async def start_run(state: ServerState, req: SamplingFields,
-                    prompt_for: Callable[[LoadedEntry], tuple[list[int], bool | None]]) -> Run:
+#: Builds a request's prompt for the loaded model: the tokens, and where reasoning
+#: stands (None: leave the text unsplit, as raw completions do; else whether the
+#: prompt already opened a reasoning block).
+PromptBuilder = Callable[[LoadedEntry], tuple[list[int], bool | None]]
+
+
+async def start_run(state: ServerState, req: SamplingFields, prompt_for: PromptBuilder) -> Run:
     """Load the model, build the prompt, wait for a slot and submit the request.
 
-    ``prompt_for`` returns the prompt tokens and where reasoning stands: None to
-    leave the text unsplit (raw completions), else whether the prompt already
-    opened a reasoning block. Time to first token counts from here, so it
-    includes loading and queueing.
+    Time to first token counts from here, so it includes loading and queueing.
     """
     arrived = time.perf_counter()
     if req.n not in (None, 1):
@@ -131,20 +140,6 @@ async def start_run(state: ServerState, req: SamplingFields,
         raise
 
 
-async def _gather(run: Run) -> tuple[str, str, Finished]:
-    content: list[str] = []
-    reasoning: list[str] = []
-    async for event in run:
-        if isinstance(event, Delta):
-            content.append(event.content)
-            reasoning.append(event.reasoning)
-        elif isinstance(event, Aborted):
-            raise event.error
-        else:
-            return "".join(content), "".join(reasoning), event
-    raise RuntimeError("generation ended without a final event")
-
-
 class ClientGoneError(Exception):
     """The client of a non-streaming request disconnected before the answer was ready."""
 
@@ -154,12 +149,12 @@ async def _until_disconnected(request: Request) -> None:
         pass
 
 
-async def collect(run: Run, request: Request) -> tuple[str, str, Finished]:
+async def collect(run: Run, request: Request) -> Reply:
     """The whole answer, or :class:`ClientGoneError` as soon as the client hangs up.
 
     The run is closed either way, so a vanished client frees its slot at once.
     """
-    answer = asyncio.ensure_future(_gather(run))
+    answer = asyncio.ensure_future(acollect_events(run))
     watch = asyncio.ensure_future(_until_disconnected(request))
     try:
         await asyncio.wait({answer, watch}, return_when=asyncio.FIRST_COMPLETED)
@@ -173,21 +168,6 @@ async def collect(run: Run, request: Request) -> tuple[str, str, Finished]:
     run.state.metrics.disconnects.inc()
     log.info("client disconnected before its answer; freed its batch slot")
     raise ClientGoneError
-
-
-def usage(done: Finished) -> dict[str, Any]:
-    """OpenAI's usage block; ``cached_tokens`` counts prompt tokens reused from the prompt cache."""
-    return {
-        "prompt_tokens": done.prompt_tokens,
-        "completion_tokens": done.completion_tokens,
-        "total_tokens": done.prompt_tokens + done.completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": done.cached_tokens},
-    }
-
-
-def _sse(payload: dict[str, Any] | str) -> str:
-    data = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
-    return f"data: {data}\n\n"
 
 
 class EventStream(StreamingResponse):
@@ -213,76 +193,30 @@ class EventStream(StreamingResponse):
                 self.run.close()
 
 
-async def _stream_events(run: Run, head: Callable[[], dict[str, Any]],
-                         piece: Callable[[Delta], dict[str, Any] | None],
-                         tail: Callable[[Finished], dict[str, Any]],
-                         include_usage: bool) -> AsyncIterator[str]:
-    """SSE lines for one run; ``head``/``piece``/``tail`` shape the chunks per endpoint."""
-    finished = False
-    try:
-        first = head()
-        if first:
-            yield _sse(first)
-        async for event in run:
-            if isinstance(event, Delta):
-                chunk = piece(event)
-                if chunk is not None:
-                    yield _sse(chunk)
-            elif isinstance(event, Finished):
-                yield _sse(tail(event))
-                if include_usage:
-                    yield _sse({**tail(event), "choices": [], "usage": usage(event)})
-            else:
-                _, body = to_status_and_body(event.error)
-                yield _sse(body)
-        finished = True
-        yield _sse("[DONE]")
-    finally:
-        if not finished:
-            run.state.metrics.disconnects.inc()
-            log.info("stream ended early; freeing its batch slot")
-        run.close()
+class Wire(Protocol):
+    """How one endpoint renders a run: SSE text while streaming, or one JSON body."""
+
+    def stream(self, run: Run) -> AsyncIterator[str]:
+        """The SSE text for ``run``'s events; it must close the run when it ends."""
+        ...
+
+    def body(self, reply: Reply) -> dict[str, Any]:
+        """The whole answer as the endpoint's JSON body."""
+        ...
 
 
-def chat_stream(run: Run, ident: str, created: int, model: str,
-                 include_usage: bool) -> AsyncIterator[str]:
-    base = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model}
-    extra = {"usage": None} if include_usage else {}
+async def respond(request: Request, req: SamplingFields, prompt_for: PromptBuilder,
+                  wire_for: Callable[[str], Wire]) -> Response:
+    """Start a run, stream or collect its events, and answer: every generating endpoint.
 
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                                     "finish_reason": finish}], **extra}
-
-    def piece(event: Delta) -> dict[str, Any] | None:
-        delta: dict[str, Any] = {}
-        if event.reasoning:
-            delta["reasoning_content"] = event.reasoning
-        if event.content:
-            delta["content"] = event.content
-        return chunk(delta) if delta else None
-
-    return _stream_events(
-        run,
-        head=lambda: chunk({"role": "assistant", "content": ""}),
-        piece=piece,
-        tail=lambda done: chunk({}, done.finish_reason),
-        include_usage=include_usage,
-    )
-
-
-def text_stream(run: Run, ident: str, created: int, model: str,
-                 include_usage: bool) -> AsyncIterator[str]:
-    base = {"id": ident, "object": "text_completion", "created": created, "model": model}
-    extra = {"usage": None} if include_usage else {}
-
-    def chunk(text: str, finish: str | None = None) -> dict[str, Any]:
-        return {**base, "choices": [{"index": 0, "text": text, "logprobs": None,
-                                     "finish_reason": finish}], **extra}
-
-    return _stream_events(
-        run,
-        head=dict,
-        piece=lambda event: chunk(event.content) if event.content else None,
-        tail=lambda done: chunk("", done.finish_reason),
-        include_usage=include_usage,
-    )
+    Args:
+        request: The HTTP request (watched for a disconnect while collecting).
+        req: The validated body.
+        prompt_for: Builds the prompt once the model is loaded.
+        wire_for: The endpoint's renderer for the model name the run resolved to.
+    """
+    run = await start_run(state_of(request), req, prompt_for)
+    wire = wire_for(run.entry.name)
+    if req.stream:
+        return EventStream(run, wire.stream(run))
+    return JSONResponse(wire.body(await collect(run, request)))

@@ -67,4 +67,5 @@ class ServerState:
 
 
 def state_of(request: Request) -> ServerState:
-    return request.app.state.mlxk
+    state: ServerState = request.app.state.mlxk
+    return state

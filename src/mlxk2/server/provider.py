@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlxk2.engine.batch import ModelBatch
 from mlxk2.errors import ModelIncompatibleError, ModelNotFoundError, ModelUnhealthyError
 from mlxk2.server.errors import ModelTooLargeError
 from mlxk2.server.memory import MemoryProbe, available_memory_bytes, weight_bytes
-from mlxk2.server.scheduler import ModelBatch, Worker
+from mlxk2.server.worker import Worker
 
 if TYPE_CHECKING:
     from mlxk2.cache.inspect import ModelInfo

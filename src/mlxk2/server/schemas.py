@@ -86,6 +86,10 @@ class SamplingFields(BaseModel):
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
 
+    def token_limit(self) -> int | None:
+        """The most tokens the client allows in the answer; None leaves it to the server."""
+        return self.max_tokens
+
 
 class ChatCompletionRequest(SamplingFields):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
@@ -99,6 +103,3 @@ class ChatCompletionRequest(SamplingFields):
 class CompletionRequest(SamplingFields):
     prompt: str | list[str] | list[int]
     echo: Literal[False] = False
-
-    def token_limit(self) -> int | None:
-        return self.max_tokens
