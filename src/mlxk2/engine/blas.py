@@ -220,17 +220,19 @@ def _bind(threads: int) -> BlasStatus:
     if "mlx.core" in sys.modules:
         return BlasStatus(STOCK, version=setup.version,
                           reason="mlx was imported before the BLAS binding")
-    shown = {"version": setup.version, "shim": str(setup.shim)}
+    version, shim = setup.version, str(setup.shim)
     try:
         _load(setup)
     except BlasBindError as exc:
-        return BlasStatus(STOCK, reason=str(exc), **shown)
+        return BlasStatus(STOCK, version=version, shim=shim, reason=str(exc))
     _set_threads(threads)
     try:
         library = _verify(setup)
     except BlasBindError as exc:
-        return BlasStatus(STOCK, reason=_point_back_at_stock(str(exc)), **shown)
-    return BlasStatus(OPENBLAS, verified=True, library=library, threads=threads, **shown)
+        return BlasStatus(STOCK, version=version, shim=shim,
+                          reason=_point_back_at_stock(str(exc)))
+    return BlasStatus(OPENBLAS, verified=True, library=library, version=version, shim=shim,
+                      threads=threads)
 
 
 def _build(shim: Path) -> None:
@@ -326,7 +328,7 @@ def _defining_file(symbol: str) -> str | None:
     dladdr.restype = ctypes.c_int
     if not dladdr(address, ctypes.byref(info)) or not info.dli_fname:
         return None
-    return os.path.realpath(info.dli_fname.decode())
+    return os.path.realpath(bytes(info.dli_fname).decode())
 
 
 def _verify(setup: _Setup) -> str:

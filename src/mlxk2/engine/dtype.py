@@ -102,23 +102,31 @@ def decide(policy: str, *, stored: str, float32_bytes: int, on_cpu: bool, blas_a
 
 
 def _quantised_modules(model: Any) -> dict[str, int]:
-    """Quantised modules by name, with their bit width."""
-    import mlx.nn as nn
+    """Quantised modules by name, with their bit width.
 
-    return {name: module.bits for name, module in model.named_modules()
-            if isinstance(module, (nn.QuantizedLinear, nn.QuantizedEmbedding))
-            or (hasattr(module, "bits") and "scales" in module)}
+    Every MLX quantised layer (``QuantizedLinear``, ``QuantizedEmbedding``, mlx-lm's
+    ``QuantizedSwitchLinear``) holds ``scales`` and its ``bits``.
+    """
+    return {name: int(module.bits) for name, module in model.named_modules()
+            if hasattr(module, "bits") and "scales" in module}
+
+
+def _leaves(model: Any) -> list[tuple[str, Any]]:
+    """``(dotted name, array)`` for every parameter."""
+    from mlx.utils import tree_flatten
+
+    flat = tree_flatten(model.parameters())
+    assert isinstance(flat, list)  # the dict form is only for ``destination=dict``
+    return flat
 
 
 def stored_dtype(model: Any) -> str:
     """``"4-bit"`` for a quantised model (the widest width), else its weights' dtype."""
-    from mlx.utils import tree_flatten
-
     bits = set(_quantised_modules(model).values())
     if bits:
         return f"{max(bits)}-bit"
     sizes: dict[str, int] = {}
-    for _, value in tree_flatten(model.parameters()):
+    for _, value in _leaves(model):
         name = str(value.dtype).removeprefix("mlx.core.")
         sizes[name] = sizes.get(name, 0) + value.size
     return max(sizes, key=lambda name: sizes[name]) if sizes else FLOAT32
@@ -126,11 +134,9 @@ def stored_dtype(model: Any) -> str:
 
 def float32_size(model: Any) -> int:
     """Bytes of the weights in float32, quantised weights counted as dequantised."""
-    from mlx.utils import tree_flatten
-
     quantised = _quantised_modules(model)
     elements = 0
-    for name, value in tree_flatten(model.parameters()):
+    for name, value in _leaves(model):
         owner, _, leaf = name.rpartition(".")
         if owner in quantised:
             if leaf == "weight":  # packed: 32 // bits values per uint32
