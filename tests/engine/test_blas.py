@@ -234,3 +234,13 @@ def test_default_threads_follow_affinity_or_openblas_env(monkeypatch):
     assert blas.default_threads() == len(os.sched_getaffinity(0))
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
     assert blas.default_threads() == 1
+
+
+def test_server_leaves_one_cpu_to_the_event_loop(monkeypatch):
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert (blas.default_threads(), blas.server_threads()) == (4, 3)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert blas.server_threads() == 1
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
+    assert blas.server_threads() == 2

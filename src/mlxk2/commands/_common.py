@@ -66,4 +66,5 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
              "stored; float32: always float32 (default: auto)")
     group.add_argument(
         "--threads", type=_positive_int, default=None,
-        help="OpenBLAS threads (default: the CPUs this process may use)")
+        help="OpenBLAS threads (default: the CPUs this process may use; for serve, one "
+             "fewer, left to the event loop)")

@@ -190,6 +190,20 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def server_threads() -> int:
+    """OpenBLAS threads for ``serve`` when ``--threads`` is not given: one CPU fewer.
+
+    A server's event loop and its MLX worker's Python side (sampling, detokenising,
+    streaming) run beside the BLAS threads. A BLAS thread they preempt stalls every
+    thread of that call at its barrier, which on a busy machine costs more than the
+    extra thread gains; ``run`` has no such neighbours and uses every CPU.
+    ``OPENBLAS_NUM_THREADS`` still wins when set.
+    """
+    if os.environ.get("OPENBLAS_NUM_THREADS", "").strip().isdigit():
+        return default_threads()
+    return max(1, default_threads() - 1)
+
+
 def ensure_blas(threads: int | None = None) -> BlasStatus:
     """Bind OpenBLAS under MLX once per process, then import ``mlx.core`` and check it.
 

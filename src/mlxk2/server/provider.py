@@ -77,12 +77,17 @@ def check_runnable(resolved: ResolvedModel) -> Runnable:
 
 
 def engine_loader(cpu_dtype: str = "native", threads: int | None = None) -> Loader:
-    """:func:`mlxk2.engine.load.load_model` with the server's CPU dtype policy and threads."""
+    """:func:`mlxk2.engine.load.load_model` with the server's CPU dtype policy and threads.
+
+    ``threads`` defaults to :func:`mlxk2.engine.blas.server_threads`, which leaves a
+    CPU to the event loop.
+    """
 
     def load(path: Path) -> LoadedModel:
+        from mlxk2.engine.blas import server_threads
         from mlxk2.engine.load import load_model
 
-        return load_model(path, cpu_dtype=cpu_dtype, threads=threads)
+        return load_model(path, cpu_dtype=cpu_dtype, threads=threads or server_threads())
 
     return load
 
