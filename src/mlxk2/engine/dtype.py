@@ -101,13 +101,13 @@ def decide(policy: str, *, stored: str, float32_bytes: int, on_cpu: bool, blas_a
     return FLOAT32, "dequantised: float32 is faster on the CPU with OpenBLAS"
 
 
-def _quantised_modules(model: Any) -> dict[str, int]:
-    """Quantised modules by name, with their bit width.
+def _quantised_modules(model: Any) -> dict[str, Any]:
+    """Quantised modules by name.
 
     Every MLX quantised layer (``QuantizedLinear``, ``QuantizedEmbedding``, mlx-lm's
     ``QuantizedSwitchLinear``) holds ``scales`` and its ``bits``.
     """
-    return {name: int(module.bits) for name, module in model.named_modules()
+    return {name: module for name, module in model.named_modules()
             if hasattr(module, "bits") and "scales" in module}
 
 
@@ -121,10 +121,17 @@ def _leaves(model: Any) -> list[tuple[str, Any]]:
 
 
 def stored_dtype(model: Any) -> str:
-    """``"4-bit"`` for a quantised model (the widest width), else its weights' dtype."""
-    bits = set(_quantised_modules(model).values())
-    if bits:
-        return f"{max(bits)}-bit"
+    """``"4-bit"`` for a quantised model, else its weights' dtype.
+
+    A model quantised at several widths (a GGUF with an 8-bit embedding and 4-bit
+    layers) is named by the width that holds the most weights.
+    """
+    by_bits: dict[int, int] = {}
+    for module in _quantised_modules(model).values():
+        bits = int(module.bits)
+        by_bits[bits] = by_bits.get(bits, 0) + module.weight.size * 32 // bits
+    if by_bits:
+        return f"{max(by_bits, key=lambda bits: by_bits[bits])}-bit"
     sizes: dict[str, int] = {}
     for _, value in _leaves(model):
         name = str(value.dtype).removeprefix("mlx.core.")
@@ -140,7 +147,7 @@ def float32_size(model: Any) -> int:
         owner, _, leaf = name.rpartition(".")
         if owner in quantised:
             if leaf == "weight":  # packed: 32 // bits values per uint32
-                elements += value.size * 32 // quantised[owner]
+                elements += value.size * 32 // int(quantised[owner].bits)
             elif leaf in ("scales", "biases"):
                 continue
             else:
