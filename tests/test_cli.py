@@ -181,3 +181,34 @@ def test_ctrl_c_in_json_mode_still_prints_one_envelope(monkeypatch, hf_home) -> 
     result = run_inprocess("list", "--json")
     assert result.code == 130
     assert result.json["error"]["type"] == "interrupted"
+
+
+@pytest.mark.parametrize(("argv", "command"), [
+    (["list", "--no-such-flag"], "mlxk2 list"),
+    (["server", "--no-such-flag"], "mlxk2 serve"),
+    (["show"], "mlxk2 show"),
+    (["serve", "--port", "abc"], "mlxk2 serve"),
+    (["--no-such-flag"], "mlxk2"),
+])
+def test_usage_error_names_the_command_and_points_to_its_help(argv: list[str],
+                                                              command: str) -> None:
+    result = run_inprocess(*argv)
+    assert result.code == 1
+    assert result.stderr.startswith(f"Error: {command}: ")
+    assert f"(see '{command} --help')" in result.stderr
+    assert "_port" not in result.stderr  # argparse's type-function name is no message
+    as_json = run_inprocess(*argv, "--json")
+    assert as_json.json["error"]["message"] == result.stderr[len("Error: "):].strip()
+
+
+def test_a_subcommand_usage_error_in_json_mode_is_exactly_one_envelope(tmp_path) -> None:
+    result = run_subprocess("run", "demo-chat", "--no-such-flag", "--json",
+                            env=cli_env(tmp_path))
+    assert result.code == 1
+    assert result.stderr == ""
+    assert result.json["error"]["message"].startswith("mlxk2 run: unrecognized arguments")
+
+
+def test_run_without_a_prompt_is_not_reported_as_missing_one() -> None:
+    result = run_inprocess("run")
+    assert "required: model (" in result.stderr

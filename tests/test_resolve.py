@@ -161,3 +161,25 @@ def test_names_listed_from_the_cache_always_resolve(tmp_path) -> None:
     assert resolve("ünïcode-org/tiny chat ü 4bit", root).name == "ünïcode-org/tiny chat ü 4bit"
     with pytest.raises(ValidationError):
         resolve("other-org/tiny chat", root)
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ("org/model@feat@2", ("org/model", "feat@2")),
+    ("org/model@main", ("org/model", "main")),
+    ("org/model", ("org/model", None)),
+])
+def test_cache_and_hub_paths_split_a_revision_at_the_first_at_sign(spec, expected) -> None:
+    from mlxk2.ops._hub import parse_spec
+
+    assert split_revision(spec) == expected
+    assert parse_spec(spec) == expected
+
+
+@pytest.mark.parametrize("spec", ["org/model@", "org/model@  "])
+def test_cache_and_hub_paths_refuse_an_empty_revision(spec) -> None:
+    from mlxk2.ops._hub import parse_spec
+
+    with pytest.raises(ValidationError, match="Empty revision"):
+        split_revision(spec)
+    with pytest.raises(ValidationError, match="Empty revision"):
+        parse_spec(spec)

@@ -13,6 +13,7 @@ import importlib.util
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from mlxk2.errors import InternalError, InterruptedByUserError, MlxkError, ValidationError
 from mlxk2.output.sink import Output
@@ -28,8 +29,10 @@ COMMANDS: dict[str, tuple[str, str | None]] = {
     "push": ("mlxk2.commands.push", "Upload a workspace folder to the Hub (experimental)"),
     "run": ("mlxk2.commands.run", "Generate text, or chat interactively"),
     "serve": ("mlxk2.commands.serve", "Start an OpenAI-compatible API server"),
+    "embed": ("mlxk2.commands.embed", "Turn texts into embedding vectors"),
     "demo": ("mlxk2.commands.demo", "Build a small offline demo model"),
     "convert": ("mlxk2.commands.convert", None),
+    "import": ("mlxk2.commands.import_", "Import a GGUF model into an MLX workspace folder"),
 }
 ALIASES = {"server": "serve"}
 # The JSON envelope's command name, where it differs from the CLI's.
@@ -41,8 +44,23 @@ class _UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
+    """Raises usage errors naming the (sub)command that refused them, with a help hint."""
+
+    #: Each command's parser by every name it answers to, so unknown flags are
+    #: reported by the command they were given to rather than by ``mlxk2``.
+    command_parsers: dict[str, _Parser]
+
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise _UsageError(f"{self.prog}: {message}")
+        raise _UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
+
+    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                   namespace: None = None) -> argparse.Namespace:
+        parsed, extra = self.parse_known_args(args)
+        if extra:
+            command = getattr(parsed, "command", None)
+            owner = self.command_parsers.get(command, self) if command else self
+            owner.error(f"unrecognized arguments: {' '.join(extra)}")
+        return parsed
 
 
 def _available_commands() -> dict[str, str]:
@@ -50,7 +68,7 @@ def _available_commands() -> dict[str, str]:
             if importlib.util.find_spec(module) is not None}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> _Parser:
     parser = _Parser(
         prog="mlxk2",
         description="Manage and run Hugging Face models with Apple MLX.",
@@ -61,10 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="Print one JSON document")
     subparsers = parser.add_subparsers(dest="command", metavar="<command>",
                                        parser_class=_Parser)
+    parser.command_parsers = {}
     for name, module_name in _available_commands().items():
         help_text = COMMANDS[name][1]
         aliases = [a for a, target in ALIASES.items() if target == name]
-        kwargs = {"help": help_text} if help_text else {}
+        kwargs: dict[str, Any] = {"help": help_text} if help_text else {}
         module = importlib.import_module(module_name)
         sub = subparsers.add_parser(name, aliases=aliases, description=module.__doc__,
                                     formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -73,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="Print one JSON document (spec 0.1.7)")
         module.add_arguments(sub)
         sub.set_defaults(_module=module_name)
+        sub.command_parsers = {}
+        parser.command_parsers.update(dict.fromkeys([name, *aliases], sub))
     return parser
 
 
@@ -85,6 +106,12 @@ def _guess_command(argv: Sequence[str]) -> str:
     return "version"
 
 
+def _handle(module_name: str, args: argparse.Namespace | None, out: Output) -> int:
+    """Import a command module and run it; every command's ``handle`` returns its exit code."""
+    code: int = importlib.import_module(module_name).handle(args, out)
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     out = Output(json_mode="--json" in argv)
@@ -92,11 +119,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if "--version" in argv and set(argv) <= {"--version", "--json"}:
             # Fast path: scripts call --version often; skip building every subparser.
-            return importlib.import_module("mlxk2.commands.version").handle(None, out)
+            return _handle("mlxk2.commands.version", None, out)
         args = build_parser().parse_args(argv)
         if args.version:
             command = "version"
-            return importlib.import_module("mlxk2.commands.version").handle(args, out)
+            return _handle("mlxk2.commands.version", args, out)
         if args.command is None:
             if out.json:
                 raise ValidationError("No command given; see 'mlxk2 --help'")
@@ -104,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         name = ALIASES.get(args.command, args.command)
         command = ENVELOPE_NAMES.get(name, name)
-        return importlib.import_module(args._module).handle(args, out)
+        return _handle(args._module, args, out)
     except _UsageError as exc:
         return out.failure(command, ValidationError(str(exc)))
     except MlxkError as exc:

@@ -7,6 +7,10 @@ the strings.
 
 Exit codes (spec "Exit Codes"): 0 success, 1 validation / not found / ambiguous,
 2 network or download, 3 permission or filesystem.
+
+The server answers with the class's ``http_status`` and OpenAI ``error.type`` /
+``error.code`` (``openai_type``, ``openai_code``); a class without an
+``openai_code`` is a 500 whose message stays in the server log.
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ class MlxkError(Exception):
 
     error_type: str = "InternalError"
     exit_code: int = 1
+    http_status: int = 500
+    openai_type: str = "server_error"
+    openai_code: str | None = None
 
     def __init__(
         self,
@@ -40,26 +47,53 @@ class MlxkError(Exception):
 
 class ValidationError(MlxkError, ValueError):
     error_type = "ValidationError"
+    http_status = 400
+    openai_type = "invalid_request_error"
+    openai_code = "invalid_value"
 
 
 class ModelNotFoundError(MlxkError, LookupError):
     error_type = "model_not_found"
+    http_status = 404
+    openai_type = "invalid_request_error"
+    openai_code = "model_not_found"
 
 
 class AmbiguousMatchError(MlxkError, LookupError):
     error_type = "ambiguous_match"
+    http_status = 400
+    openai_type = "invalid_request_error"
+    openai_code = "ambiguous_model"
 
 
 class ModelUnhealthyError(MlxkError):
     """The model's files fail the integrity check, so it cannot be run."""
 
     error_type = "model_unhealthy"
+    http_status = 400
+    openai_type = "invalid_request_error"
+    openai_code = "model_unhealthy"
 
 
 class ModelIncompatibleError(MlxkError):
     """Healthy files that mlx-lm cannot run for this command (GGUF, embedding, ...)."""
 
     error_type = "model_incompatible"
+    http_status = 400
+    openai_type = "invalid_request_error"
+    openai_code = "model_incompatible"
+
+
+class ModelTooLargeError(ModelIncompatibleError, MemoryError):
+    """The model's weights exceed the memory available to load them.
+
+    It is a ``model_incompatible`` error for the CLI (the model cannot run on this
+    machine now) and a 507 for HTTP clients.
+    """
+
+    http_status = 507
+    openai_type = "insufficient_storage"
+    openai_code = "model_too_large"
 
 
 class LocksPresentError(MlxkError):
@@ -121,3 +155,11 @@ class InternalError(MlxkError):
     error_type = "InternalError"
     exit_code = 1
 
+
+
+class RankLostError(OperationError):
+    """A rank of a distributed run died or stopped answering; the run cannot go on."""
+
+    http_status = 503
+    openai_type = "server_error"
+    openai_code = "rank_lost"

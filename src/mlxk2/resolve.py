@@ -4,35 +4,22 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
-from mlxk2.cache.layout import CachedRepo, cache_root, iter_cached_repos
+from mlxk2.cache.layout import (
+    DEFAULT_ORG,
+    CachedRepo,
+    ResolvedModel,
+    cache_root,
+    iter_cached_repos,
+)
 from mlxk2.errors import AmbiguousMatchError, ModelNotFoundError, ValidationError
 
 MAX_NAME_LENGTH = 96
-DEFAULT_ORG = "mlx-community"
 _HASH_RE = re.compile(r"^[0-9a-fA-F]{1,40}$")
 _REF_RE = re.compile(r"^[\w.\-/]+$")
 _SEGMENT_RE = re.compile(r"^[\w.\-]+$", re.UNICODE)
 _WORKSPACE_PREFIXES = ("./", "../", "/", "~")
-
-
-@dataclass(frozen=True)
-class ResolvedModel:
-    """One model picked by a spec.
-
-    ``name`` is ``org/name`` for cache models and the path as typed for
-    workspaces; ``path`` is the selected snapshot (or workspace) folder, None
-    when a cache model has no snapshot at all.
-    """
-
-    name: str
-    path: Path | None
-    cached: bool
-    repo_id: str | None = None
-    commit: str | None = None
-    repo_dir: Path | None = None
 
 
 def is_workspace_spec(spec: str) -> bool:
@@ -43,13 +30,16 @@ def is_workspace_spec(spec: str) -> bool:
 def split_revision(spec: str) -> tuple[str, str | None]:
     """``name@rev`` to ``("name", "rev")``: a commit-hash prefix or a ref such as a branch.
 
+    The first ``@`` splits: a model name never holds one, a git ref may
+    (``org/x@feat@2`` is revision ``feat@2``).
+
     Raises:
-        ValidationError: an ``@`` with nothing after it.
+        ValidationError: an ``@`` with nothing (or only spaces) after it.
     """
-    name, sep, rev = spec.rpartition("@")
+    name, sep, rev = spec.partition("@")
     if not sep or not name:
         return spec, None
-    if not rev:
+    if not rev.strip():
         raise ValidationError(f"Empty revision after '@' in '{spec}'")
     return name, rev
 

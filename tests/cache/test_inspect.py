@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from mlxk2.cache.inspect import inspect_model
-from mlxk2.cache.layout import store_snapshot
-from mlxk2.resolve import ResolvedModel, resolve
-from tests.fixtures.cache import mlx_chat_files
+from mlxk2.cache.layout import ResolvedModel, store_snapshot
+from mlxk2.resolve import resolve
+from tests.fixtures.cache_content import mlx_chat_files
 
 
 def _workspace(path: Path, files: dict[str, bytes], **changes: bytes | None) -> ResolvedModel:

@@ -12,12 +12,9 @@ import pytest
 
 from mlxk2.cache.integrity import check_integrity, workspace_report
 from mlxk2.ops.list import list_models
-from tests.fixtures.cache import (
-    CASES,
-    IS_ROOT,
-    BuiltCache,
-    build_special_file,
-    build_unreadable_config,
+from tests.fixtures.cache import BuiltCache
+from tests.fixtures.cache_cases import CASES, IS_ROOT
+from tests.fixtures.cache_content import (
     gguf_files,
     lfs_pointer,
     mlx_chat_files,
@@ -25,6 +22,7 @@ from tests.fixtures.cache import (
     sharded_files,
     vision_files,
 )
+from tests.fixtures.cache_damage import build_special_file, build_unreadable_config
 
 # Cases whose damage is in the snapshot's files (the others break the cache structure).
 SNAPSHOT_CASES = [k for k, c in CASES.items() if not c.repo_id.startswith("odd/")]
@@ -307,3 +305,36 @@ def test_unfinished_files_in_the_folder_make_it_unhealthy(tmp_path: Path) -> Non
     reason = check_integrity(_workspace(tmp_path / "ws", files))
 
     assert reason == "Unfinished files: convert.incomplete"
+
+
+def _big_tokenizer(first_key: str = "version", model: object = None) -> bytes:
+    """A tokenizer.json past the parse-whole limit, laid out as the tokenizers library writes it."""
+    vocab = {f"tok{i}": i for i in range(40_000)}
+    doc = {first_key: "1.0", "added_tokens": [{"id": i, "content": f"<x{i}>"} for i in range(50)],
+           "model": model if model is not None else {"type": "BPE", "vocab": vocab, "merges": []}}
+    return json.dumps(doc, indent=2).encode()
+
+
+@pytest.mark.parametrize(("content", "reason"), [
+    (b'{"a": 1}', 'tokenizer.json is not a tokenizer (no "model" with a type or vocab)'),
+    (b'{"model": "BPE"}', 'tokenizer.json is not a tokenizer'),
+    (b'{"a": ', "tokenizer.json is not valid JSON (Expecting value at line 1 column 7)"),
+    (b"\xff\xfe garbage", "tokenizer.json is not UTF-8 text"),
+    (_big_tokenizer(first_key="a"), "tokenizer.json is not a tokenizer"),
+    (_big_tokenizer(model={"kind": "BPE", "entries": list(range(60_000))}),
+     "tokenizer.json is not a tokenizer"),
+    (_big_tokenizer()[:-200], "tokenizer.json is truncated"),
+    (b"\x00" * 300_000, "tokenizer.json is not valid JSON"),
+])
+def test_a_tokenizer_json_that_is_no_tokenizer_is_unhealthy(tmp_path: Path, content: bytes,
+                                                            reason: str) -> None:
+    files = mlx_chat_files()
+    files["tokenizer.json"] = content
+    assert (check_integrity(_workspace(tmp_path / "ws", files)) or "").startswith(reason)
+
+
+def test_a_large_real_shaped_tokenizer_json_is_healthy(tmp_path: Path) -> None:
+    files = mlx_chat_files()
+    files["tokenizer.json"] = _big_tokenizer()
+    assert len(files["tokenizer.json"]) > 256 * 1024
+    assert check_integrity(_workspace(tmp_path / "ws", files)) is None

@@ -49,7 +49,14 @@ def test_helper_modules_and_path_tricks_are_not_architectures(model_type: str) -
 def test_non_mlx_frameworks_get_the_spec_reason(framework: str) -> None:
     reason = runtime_reason({"model_type": "llama"}, framework)
 
-    assert reason == f"Framework {framework} not executable with mlx-lm (requires MLX)"
+    assert reason is not None
+    assert reason.startswith(f"Framework {framework} not executable with mlx-lm (requires MLX)")
+
+
+def test_a_gguf_model_reason_suggests_the_import_command() -> None:
+    reason = runtime_reason({}, "GGUF")
+
+    assert reason is not None and "mlxk2 import" in reason
 
 
 def test_a_config_without_model_type_cannot_pick_an_architecture() -> None:

@@ -11,7 +11,7 @@ import pytest
 from safetensors.numpy import save_file
 
 from mlxk2.cache.safetensors import MAX_HEADER_BYTES, SafetensorsError, check_file, read_header
-from tests.fixtures.cache import safetensors_bytes
+from tests.fixtures.cache_content import safetensors_bytes
 
 
 def _raw(header: object, data: bytes = b"") -> bytes:

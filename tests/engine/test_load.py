@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mlxk2.engine.load import context_length, load_model
-from mlxk2.errors import ModelIncompatibleError, ModelNotFoundError
+from mlxk2.errors import ModelIncompatibleError, ModelNotFoundError, ModelUnhealthyError
 from tests.fixtures.cli import run_inprocess
 from tests.fixtures.schema import assert_valid_envelope
 
@@ -96,3 +96,60 @@ def test_cli_run_of_an_unbuildable_workspace_is_model_incompatible(demo_env, tmp
     assert error["type"] == "model_incompatible"
     assert error["message"].startswith("mlx-lm cannot load './nest': ")
     assert "\n" not in error["message"]
+
+
+def test_context_length_skips_a_key_that_holds_no_positive_whole_number():
+    assert context_length({"max_position_embeddings": "big", "n_positions": 1024}) == 1024
+    assert context_length({"max_position_embeddings": True, "n_ctx": 512}) == 512
+    assert context_length({"max_position_embeddings": 0}) is None
+
+
+def test_show_and_load_report_the_same_context_length(demo_cache, tmp_path: Path,
+                                                      monkeypatch):
+    from tests.fixtures.models import CHAT
+
+    workspace = tmp_path / "ctx"
+    shutil.copytree(demo_cache.paths[CHAT], workspace)
+    config = json.loads((workspace / "config.json").read_text())
+    del config["max_position_embeddings"]
+    config.update(n_positions=1536, max_sequence_length=640, seq_length=320)
+    (workspace / "config.json").write_text(json.dumps(config))
+    monkeypatch.chdir(tmp_path)
+
+    shown = run_inprocess("show", "./ctx", "--json").json["data"]["metadata"]
+    loaded = load_model(workspace)
+
+    assert shown["context_length"] == loaded.context_length == 1536
+
+
+@pytest.fixture
+def chat_copy(demo_cache, tmp_path: Path) -> Path:
+    """A workspace copy of the demo chat model, free to damage."""
+    from tests.fixtures.models import CHAT
+
+    return Path(shutil.copytree(demo_cache.paths[CHAT], tmp_path / "ws"))
+
+
+def test_a_tokenizer_json_that_is_no_tokenizer_is_unhealthy_and_named(chat_copy: Path):
+    (chat_copy / "tokenizer.json").write_text('{"a": 1}')
+    with pytest.raises(ModelUnhealthyError, match=r"tokenizer\.json is not a tokenizer"):
+        load_model(chat_copy)
+
+
+def test_a_tokenizer_the_library_rejects_is_incompatible_and_named(chat_copy: Path):
+    (chat_copy / "tokenizer.json").write_text('{"model": {"type": "BPE"}}')
+    with pytest.raises(ModelIncompatibleError) as info:
+        load_model(chat_copy)
+    assert "from tokenizer.json" in info.value.message
+    assert "Exception" not in info.value.message
+
+
+def test_health_and_run_report_a_broken_tokenizer_json_not_an_internal_error(chat_copy: Path,
+                                                                             monkeypatch):
+    (chat_copy / "tokenizer.json").write_text('{"a": 1}')
+    monkeypatch.chdir(chat_copy.parent)
+    health = run_inprocess("health", "./ws", "--json").json
+    assert health["data"]["unhealthy"][0]["reason"].startswith("tokenizer.json is not a tokenizer")
+    run = run_inprocess("run", "./ws", "hi", "--json").json
+    assert run["error"]["type"] == "model_unhealthy"
+    assert "tokenizer.json" in run["error"]["message"]

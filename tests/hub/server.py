@@ -3,11 +3,13 @@
 It speaks the subset of the Hub protocol that huggingface_hub 2.x uses for
 ``snapshot_download``, ``HfApi.model_info``/``list_repo_tree``, ``create_repo``
 and ``upload_folder`` (regular files inline, LFS files through the batch API).
-Everything lives in memory; the standard library is the only dependency.
+Repos live in memory (:class:`Hub`); a Starlette app serves them through uvicorn,
+and file bytes go out through Starlette's ``FileResponse``, which answers ``Range``.
 
-Two listeners share one :class:`Hub`: the main endpoint (``HF_ENDPOINT``) and a
-second port standing in for the LFS storage host, so that LFS downloads are a
-302 to another origin exactly like the real Hub's CDN redirects.
+One uvicorn server listens on two ports that share one :class:`Hub`: the main
+endpoint (``HF_ENDPOINT``) and a second port standing in for the LFS storage host,
+so that LFS downloads are a 302 to another origin exactly like the real Hub's CDN
+redirects.
 
 Access rules, chosen so the client can tell the cases apart:
 
@@ -24,23 +26,29 @@ import base64
 import fnmatch
 import hashlib
 import json
-import re
 import socket
+import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+
+import anyio.to_thread
+import uvicorn
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 DEFAULT_TOKEN = "hf_test_token"
 LFS_PATTERNS = ("*.safetensors", "*.bin", "*.gguf", "*.npz", "*.pt", "*.pth", "*.h5",
                 "*.onnx", "*.msgpack", "*.model")
 LFS_SIZE_THRESHOLD = 10 * 1024 * 1024
 GITATTRIBUTES = "".join(f"{p} filter=lfs diff=lfs merge=lfs -text\n" for p in LFS_PATTERNS)
-_HEX40 = re.compile(r"^[0-9a-f]{40}$")
-_CHUNK = 64 * 1024
 
 
 def _now() -> str:
@@ -119,6 +127,12 @@ class Fault:
     times: int
     reached: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)
+
+    async def strike(self) -> None:
+        """Tell the test the fault is reached; a stall then waits until it is released."""
+        self.reached.set()
+        if self.kind == "stall":
+            await anyio.to_thread.run_sync(self.release.wait, 120)
 
 
 @dataclass(frozen=True)
@@ -216,6 +230,14 @@ class Hub:
         repo.refs[branch] = commit.sha
         return commit
 
+    def drop_faults(self) -> None:
+        """Release every held transfer and forget the faults not triggered yet."""
+        with self.lock:
+            for faults in self.faults.values():
+                for fault in faults:
+                    fault.release.set()
+            self.faults.clear()
+
     def take_fault(self, sha256: str) -> Fault | None:
         with self.lock:
             for fault in self.faults.get(sha256, []):
@@ -225,393 +247,424 @@ class Hub:
         return None
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, address: tuple[str, int], hub: Hub) -> None:
-        super().__init__(address, _Handler)
-        self.hub = hub
-        self.public_url = ""  # main endpoint, set by HubServer
-        self.lfs_url = ""  # storage endpoint, set by HubServer
+# ---- HTTP ------------------------------------------------------------------------------
 
 
-Route = tuple[str, re.Pattern[str], str]
-_REPO = r"(?P<repo>[^/]+/[^/]+?)"
-_ROUTES: list[Route] = [
-    (m, re.compile(p), h) for m, p, h in [
-        ("GET", rf"^/api/models/{_REPO}(?:/revision/(?P<rev>[^/]+))?$", "model_info"),
-        ("GET", rf"^/api/models/{_REPO}/tree/(?P<rev>[^/]+)(?:/(?P<path>.+))?$", "tree"),
-        ("HEAD", rf"^/{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)$", "resolve"),
-        ("GET", rf"^/{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)$", "resolve"),
-        ("HEAD", r"^/lfs/(?P<oid>[0-9a-f]{64})$", "lfs_download"),
-        ("GET", r"^/lfs/(?P<oid>[0-9a-f]{64})$", "lfs_download"),
-        ("PUT", r"^/lfs/(?P<oid>[0-9a-f]{64})$", "lfs_upload"),
-        ("POST", r"^/lfs/(?P<oid>[0-9a-f]{64})/verify$", "lfs_verify"),
-        ("POST", r"^/api/repos/create$", "create_repo"),
-        ("POST", rf"^/api/models/{_REPO}/preupload/(?P<rev>[^/]+)$", "preupload"),
-        ("POST", rf"^/{_REPO}\.git/info/lfs/objects/batch$", "lfs_batch"),
-        ("POST", rf"^/api/models/{_REPO}/commit/(?P<rev>[^/]+)$", "commit"),
-        ("POST", rf"^/api/models/{_REPO}/branch/(?P<rev>[^/]+)$", "create_branch"),
-        ("POST", r"^/api/validate-yaml$", "validate_yaml"),
-        ("GET", r"^/api/whoami-v2$", "whoami"),
-    ]
-]
+class ConnectionCut(Exception):
+    """Raised mid-body by a planned fault: the ASGI server then drops the connection."""
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _Server
+def _hub(request: Request) -> Hub:
+    return request.app.state.hub
 
-    # ---- plumbing --------------------------------------------------------------------
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: tests read ``Hub.requests`` instead."""
 
-    def do_GET(self) -> None:
-        self._dispatch()
+def _token(request: Request) -> str | None:
+    auth = request.headers.get("Authorization", "")
+    return auth[7:] if auth.lower().startswith("bearer ") else None
 
-    def do_HEAD(self) -> None:
-        self._dispatch()
 
-    def do_POST(self) -> None:
-        self._dispatch()
+def _token_valid(request: Request) -> bool:
+    return _token(request) in _hub(request).tokens
 
-    def do_PUT(self) -> None:
-        self._dispatch()
 
-    @property
-    def hub(self) -> Hub:
-        return self.server.hub
+def _invalid_token() -> HubError:
+    return HubError(401, "", "Invalid credentials in Authorization header")
 
-    def _dispatch(self) -> None:
-        url = urlsplit(self.path)
-        self._body: bytes | None = None
-        self.query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-        self.hub.requests.append(RequestRecord(self.command, url.path,
-                                               self.headers.get("Range"), self._token_valid()))
-        try:
-            if self._token() is not None and not self._token_valid() \
-                    and not url.path.startswith("/lfs/"):
-                raise HubError(401, "", "Invalid credentials in Authorization header")
-            for method, pattern, name in _ROUTES:
-                match = pattern.match(url.path)
-                if method == self.command and match:
-                    params = {k: unquote(v) for k, v in match.groupdict().items() if v is not None}
-                    getattr(self, f"_h_{name}")(**params)
-                    return
-            raise HubError(404, "", f"No route for {self.command} {url.path}")
-        except HubError as err:
-            self._read_body()
-            headers = {"X-Error-Message": err.message, **err.headers}
-            if err.code:
-                headers["X-Error-Code"] = err.code
-            self._send_json({"error": err.message}, err.status, headers)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
 
-    def _token(self) -> str | None:
-        auth = self.headers.get("Authorization", "")
-        return auth[7:] if auth.lower().startswith("bearer ") else None
+def _require_valid_token(request: Request) -> None:
+    if not _token_valid(request):
+        raise _invalid_token()
 
-    def _token_valid(self) -> bool:
-        return self._token() in self.hub.tokens
 
-    def _read_body(self) -> bytes:
-        if self._body is not None:
-            return self._body
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            parts = []
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    break
-                parts.append(self.rfile.read(size))
-                self.rfile.readline()
-            self._body = b"".join(parts)
-        else:
-            self._body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        return self._body
+def _error_response(err: HubError) -> JSONResponse:
+    headers = {"X-Error-Message": err.message, **err.headers}
+    if err.code:
+        headers["X-Error-Code"] = err.code
+    return JSONResponse({"error": err.message}, err.status, headers)
 
-    def _json_body(self) -> Any:
-        try:
-            return json.loads(self._read_body() or b"{}")
-        except json.JSONDecodeError as exc:
-            raise HubError(400, "", f"Invalid JSON body: {exc}") from exc
 
-    def _send_json(self, doc: Any, status: int = 200,
-                   headers: dict[str, str] | None = None) -> None:
-        body = json.dumps(doc).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+async def _on_hub_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HubError)
+    return _error_response(exc)
 
-    def _repo(self, repo_id: str, *, write: bool = False) -> Repo:
-        """The repo, if this request may see it (and write to it)."""
-        token, valid = self._token(), self._token_valid()
-        repo = self.hub.repos.get(repo_id)
-        if repo is None:
-            raise HubError(404 if token else 401, "RepoNotFound", "Repository not found")
-        if write and not valid:
-            raise HubError(401, "", "Invalid credentials in Authorization header")
-        if repo.private and not valid:
-            raise HubError(403, "", f"You don't have access to the private repository {repo_id}")
-        if repo.gated and not valid:
-            raise HubError(403 if token else 401, "GatedRepo",
-                           f"Access to model {repo_id} is restricted. You must have access "
-                           "to it and be authenticated to access it. Please log in.")
-        return repo
 
-    def _send_bytes(self, full: bytes, headers: dict[str, str]) -> None:
-        """Answer with a file's bytes, honouring ``Range`` and any planned fault."""
-        data, start, status = full, 0, 200
-        range_header = self.headers.get("Range")
-        if range_header:
-            match = re.fullmatch(r"bytes=(\d+)-(\d*)", range_header.strip())
-            if not match or int(match.group(1)) >= max(len(full), 1):
-                raise HubError(416, "", "Requested range not satisfiable",
-                               {"Content-Range": f"bytes */{len(full)}"})
-            start = int(match.group(1))
-            end = min(int(match.group(2) or len(full) - 1), len(full) - 1)
-            data, status = full[start:end + 1], 206
-            headers = {**headers, "Content-Range": f"bytes {start}-{end}/{len(full)}"}
-        self.send_response(status)
-        for key, value in {"Content-Type": "application/octet-stream", "Accept-Ranges": "bytes",
-                           "Content-Length": str(len(data)), **headers}.items():
-            self.send_header(key, value)
-        self.end_headers()
-        if self.command == "HEAD":
+async def _no_route(request: Request, exc: Exception) -> Response:
+    return _error_response(HubError(404, "", f"No route for {request.method} {request.url.path}"))
+
+
+class _Gate:
+    """Logs every request, and refuses an invalid token on every API call as the Hub does.
+
+    The LFS storage host takes no Hub token, so ``/lfs/`` is let through.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
             return
-        fault = self.hub.take_fault(hashlib.sha256(full).hexdigest())
-        if fault is None:
-            for offset in range(0, len(data), _CHUNK):
-                self.wfile.write(data[offset:offset + _CHUNK])
+        request = Request(scope)
+        valid = _token_valid(request)
+        _hub(request).requests.append(RequestRecord(request.method, request.url.path,
+                                                    request.headers.get("Range"), valid))
+        if _token(request) is not None and not valid \
+                and not request.url.path.startswith("/lfs/"):
+            await _error_response(_invalid_token())(scope, receive, send)
             return
-        self.wfile.write(data[:max(0, fault.after_bytes - start)])
-        self.wfile.flush()
-        if fault.kind == "stall":
-            fault.reached.set()
-            fault.release.wait(timeout=120)
-        fault.reached.set()
-        self.close_connection = True
-        self.connection.shutdown(socket.SHUT_RDWR)
+        await self.app(scope, receive, send)
 
-    # ---- read API --------------------------------------------------------------------
-    def _h_model_info(self, repo: str, rev: str = "main") -> None:
-        found = self._repo(repo)
-        commit = found.resolve(rev)
-        self._send_json({
-            "_id": hashlib.sha1(repo.encode()).hexdigest()[:24], "id": repo, "modelId": repo,
-            "author": repo.split("/")[0], "sha": commit.sha, "lastModified": commit.date,
-            "private": found.private, "gated": "manual" if found.gated else False,
-            "disabled": False, "tags": [], "library_name": "mlx",
-            "siblings": [{"rfilename": p} for p in sorted(commit.files)],
-            "usedStorage": sum(len(b.data) for b in commit.files.values()),
-        })
 
-    def _h_tree(self, repo: str, rev: str, path: str = "") -> None:
-        commit = self._repo(repo).resolve(rev)
-        recursive = self.query.get("recursive", "").lower() in ("1", "true")
-        prefix = f"{path.strip('/')}/" if path.strip("/") else ""
-        entries: dict[str, dict[str, Any]] = {}
-        for file_path, blob in sorted(commit.files.items()):
-            if not file_path.startswith(prefix):
-                continue
-            parts = file_path[len(prefix):].split("/")
-            for depth in range(1, len(parts)):
-                if depth > 1 and not recursive:
-                    break
-                folder = prefix + "/".join(parts[:depth])
-                entries.setdefault(folder, {"type": "directory", "path": folder, "size": 0,
-                                            "oid": hashlib.sha1(folder.encode()).hexdigest()})
-            if recursive or len(parts) == 1:
-                entries[file_path] = blob.tree_entry(file_path)
-        if prefix and not entries:
-            raise HubError(404, "EntryNotFound", f"{path} does not exist on {rev}",
-                           {"X-Repo-Commit": commit.sha})
-        self._send_json(list(entries.values()))
+async def _json_body(request: Request) -> Any:
+    try:
+        return json.loads(await request.body() or b"{}")
+    except json.JSONDecodeError as exc:
+        raise HubError(400, "", f"Invalid JSON body: {exc}") from exc
 
-    def _h_resolve(self, repo: str, rev: str, path: str) -> None:
-        commit = self._repo(repo).resolve(rev)
-        blob = commit.files.get(path)
-        if blob is None:
-            raise HubError(404, "EntryNotFound", f"{path} does not exist on {rev}",
-                           {"X-Repo-Commit": commit.sha})
-        headers = {"X-Repo-Commit": commit.sha, "ETag": f'"{blob.oid}"'}
-        if blob.lfs:
-            self._read_body()
-            self.send_response(302)
-            for key, value in {**headers, "Location": f"{self.server.lfs_url}/lfs/{blob.sha256}",
-                               "X-Linked-Etag": f'"{blob.sha256}"',
-                               "X-Linked-Size": str(len(blob.data)),
-                               "Content-Length": "0"}.items():
-                self.send_header(key, value)
-            self.end_headers()
-            return
-        self._send_bytes(blob.data, headers)
 
-    def _h_lfs_download(self, oid: str) -> None:
-        data = self.hub.lfs_objects.get(oid)
-        if data is None:
-            raise HubError(404, "", "Object not found")
-        self._send_bytes(data, {"ETag": f'"{oid}"'})
+def _repo(request: Request, *, write: bool = False) -> Repo:
+    """The repo named in the path, if this request may see it (and write to it)."""
+    repo_id = f"{request.path_params['org']}/{request.path_params['name']}"
+    token, valid = _token(request), _token_valid(request)
+    repo = _hub(request).repos.get(repo_id)
+    if repo is None:
+        raise HubError(404 if token else 401, "RepoNotFound", "Repository not found")
+    if write:
+        _require_valid_token(request)
+    if repo.private and not valid:
+        raise HubError(403, "", f"You don't have access to the private repository {repo_id}")
+    if repo.gated and not valid:
+        raise HubError(403 if token else 401, "GatedRepo",
+                       f"Access to model {repo_id} is restricted. You must have access "
+                       "to it and be authenticated to access it. Please log in.")
+    return repo
 
-    def _h_whoami(self) -> None:
-        if not self._token_valid():
-            raise HubError(401, "", "Invalid credentials in Authorization header")
-        self._send_json({"type": "user", "name": "test-user", "orgs": [],
+
+def _revision(request: Request, repo: Repo) -> Commit:
+    return repo.resolve(request.path_params.get("rev", "main"))
+
+
+def _entry_not_found(path: str, rev: str, commit: Commit) -> HubError:
+    return HubError(404, "EntryNotFound", f"{path} does not exist on {rev}",
+                    {"X-Repo-Commit": commit.sha})
+
+
+class _FaultySend:
+    """The ``send`` of a file response, carrying out the file's next planned fault.
+
+    The fault is taken when a GET answer starts (200 or 206), and strikes once the
+    bytes sent reach ``after_bytes``, counted from the start of the file.
+    """
+
+    def __init__(self, send: Send, hub: Hub, sha256: str) -> None:
+        self.send, self.hub, self.sha256 = send, hub, sha256
+        self.fault: Fault | None = None
+        self.position = 0
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start" and message["status"] in (200, 206):
+            self.fault = self.hub.take_fault(self.sha256)
+            content_range = dict(message["headers"]).get(b"content-range")
+            if content_range:  # b"bytes START-END/SIZE"
+                self.position = int(content_range.split()[1].split(b"-")[0])
+        elif message["type"] == "http.response.body" and self.fault is not None:
+            body = message.get("body", b"")
+            keep = max(0, self.fault.after_bytes - self.position)
+            if len(body) >= keep:
+                await self.send({"type": "http.response.body", "body": body[:keep],
+                                 "more_body": True})
+                await self.fault.strike()
+                raise ConnectionCut(f"planned {self.fault.kind} after {keep} bytes")
+            self.position += len(body)
+        await self.send(message)
+
+
+class _StoredFile(FileResponse):
+    """A file's bytes from the server's content store, with any planned fault."""
+
+    def __init__(self, path: Path, hub: Hub, sha256: str, headers: dict[str, str]) -> None:
+        super().__init__(path, headers=headers, media_type="application/octet-stream")
+        self.hub, self.sha256 = hub, sha256
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "HEAD":
+            send = _FaultySend(send, self.hub, self.sha256)
+        await super().__call__(scope, receive, send)
+
+
+def _file_response(request: Request, data: bytes, headers: dict[str, str]) -> Response:
+    """Answer with ``data``, stored on disk once by sha256 so that FileResponse serves it."""
+    sha256 = hashlib.sha256(data).hexdigest()
+    path: Path = request.app.state.store / sha256
+    if not path.exists():
+        partial = path.with_suffix(".partial")
+        partial.write_bytes(data)
+        partial.replace(path)
+    return _StoredFile(path, _hub(request), sha256, headers)
+
+
+# ---- read API --------------------------------------------------------------------------
+
+
+async def _model_info(request: Request) -> Response:
+    repo = _repo(request)
+    commit = _revision(request, repo)
+    repo_id = repo.repo_id
+    return JSONResponse({
+        "_id": hashlib.sha1(repo_id.encode()).hexdigest()[:24], "id": repo_id,
+        "modelId": repo_id, "author": repo_id.split("/")[0], "sha": commit.sha,
+        "lastModified": commit.date, "private": repo.private,
+        "gated": "manual" if repo.gated else False, "disabled": False, "tags": [],
+        "library_name": "mlx", "siblings": [{"rfilename": p} for p in sorted(commit.files)],
+        "usedStorage": sum(len(b.data) for b in commit.files.values()),
+    })
+
+
+async def _tree(request: Request) -> Response:
+    commit = _revision(request, _repo(request))
+    path = request.path_params.get("path", "").strip("/")
+    recursive = request.query_params.get("recursive", "").lower() in ("1", "true")
+    prefix = f"{path}/" if path else ""
+    entries: dict[str, dict[str, Any]] = {}
+    for file_path, blob in sorted(commit.files.items()):
+        if not file_path.startswith(prefix):
+            continue
+        parts = file_path[len(prefix):].split("/")
+        for depth in range(1, len(parts)):
+            if depth > 1 and not recursive:
+                break
+            folder = prefix + "/".join(parts[:depth])
+            entries.setdefault(folder, {"type": "directory", "path": folder, "size": 0,
+                                        "oid": hashlib.sha1(folder.encode()).hexdigest()})
+        if recursive or len(parts) == 1:
+            entries[file_path] = blob.tree_entry(file_path)
+    if prefix and not entries:
+        raise _entry_not_found(path, request.path_params["rev"], commit)
+    return JSONResponse(list(entries.values()))
+
+
+async def _resolve(request: Request) -> Response:
+    commit = _revision(request, _repo(request))
+    path, rev = request.path_params["path"], request.path_params["rev"]
+    blob = commit.files.get(path)
+    if blob is None:
+        raise _entry_not_found(path, rev, commit)
+    headers = {"X-Repo-Commit": commit.sha, "ETag": f'"{blob.oid}"'}
+    if not blob.lfs:
+        return _file_response(request, blob.data, headers)
+    return Response(status_code=302, headers={
+        **headers, "Location": f"{request.app.state.lfs_url}/lfs/{blob.sha256}",
+        "X-Linked-Etag": f'"{blob.sha256}"', "X-Linked-Size": str(len(blob.data))})
+
+
+async def _lfs_download(request: Request) -> Response:
+    oid = request.path_params["oid"]
+    data = _hub(request).lfs_objects.get(oid)
+    if data is None:
+        raise HubError(404, "", "Object not found")
+    return _file_response(request, data, {"ETag": f'"{oid}"'})
+
+
+async def _whoami(request: Request) -> Response:
+    _require_valid_token(request)
+    return JSONResponse({"type": "user", "name": "test-user", "orgs": [],
                          "auth": {"type": "access_token",
                                   "accessToken": {"displayName": "test", "role": "write"}}})
 
-    # ---- write API -------------------------------------------------------------------
-    def _h_create_repo(self) -> None:
-        if not self._token_valid():
-            raise HubError(401, "", "Invalid credentials in Authorization header")
-        payload = self._json_body()
-        repo_id = f"{payload.get('organization') or 'test-user'}/{payload['name']}"
-        url = f"{self.server.public_url}/{repo_id}"
-        with self.hub.lock:
-            if repo_id in self.hub.repos:
-                self._send_json({"error": "You already created this model repo", "url": url}, 409)
-                return
-            repo = self.hub.repos[repo_id] = Repo(
-                repo_id, private=payload.get("visibility") == "private")
-            self.hub._commit(repo, "main", {".gitattributes": Blob(GITATTRIBUTES.encode(), False)},
-                             "initial commit")
-        self._send_json({"url": url, "name": repo_id, "id": repo_id})
 
-    def _h_create_branch(self, repo: str, rev: str) -> None:
-        found = self._repo(repo, write=True)
-        with self.hub.lock:
-            if rev in found.refs:
-                raise HubError(409, "", f"Reference {rev} already exists")
-            found.refs[rev] = found.resolve(self._json_body().get("startingPoint") or "main").sha
-        self._send_json({})
+# ---- write API -------------------------------------------------------------------------
 
-    def _h_validate_yaml(self) -> None:
-        self._read_body()
-        self._send_json({"errors": [], "warnings": []})
 
-    def _h_preupload(self, repo: str, rev: str) -> None:
-        commit = self._repo(repo, write=True).resolve(rev)
-        answers = []
-        for item in self._json_body().get("files", []):
-            path, lfs = item["path"], is_lfs_path(item["path"], int(item.get("size", 0)))
-            remote = commit.files.get(path)
-            oid = None if remote is None else (remote.sha256 if remote.lfs else remote.oid)
-            answers.append({"path": path, "uploadMode": "lfs" if lfs else "regular",
-                            "shouldIgnore": False, "oid": oid})
-        self._send_json({"files": answers, "commitOid": commit.sha})
+async def _create_repo(request: Request) -> Response:
+    _require_valid_token(request)
+    payload = await _json_body(request)
+    repo_id = f"{payload.get('organization') or 'test-user'}/{payload['name']}"
+    url = f"{request.app.state.public_url}/{repo_id}"
+    hub = _hub(request)
+    with hub.lock:
+        if repo_id in hub.repos:
+            return JSONResponse({"error": "You already created this model repo", "url": url},
+                                409)
+        repo = hub.repos[repo_id] = Repo(repo_id,
+                                         private=payload.get("visibility") == "private")
+        hub._commit(repo, "main", {".gitattributes": Blob(GITATTRIBUTES.encode(), False)},
+                    "initial commit")
+    return JSONResponse({"url": url, "name": repo_id, "id": repo_id})
 
-    def _h_lfs_batch(self, repo: str) -> None:
-        self._repo(repo, write=True)
-        objects = []
-        for item in self._json_body().get("objects", []):
-            oid, size = item["oid"], int(item["size"])
-            entry: dict[str, Any] = {"oid": oid, "size": size, "authenticated": True}
-            if oid not in self.hub.lfs_objects:
-                entry["actions"] = {"upload": {"href": f"{self.server.lfs_url}/lfs/{oid}"},
-                                    "verify": {"href": f"{self.server.lfs_url}/lfs/{oid}/verify"}}
-            objects.append(entry)
-        body = json.dumps({"transfer": "basic", "objects": objects}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/vnd.git-lfs+json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
-    def _h_lfs_upload(self, oid: str) -> None:
-        data = self._read_body()
-        fault = self.hub.take_fault(oid)
-        if fault is not None:
-            fault.reached.set()
-            fault.release.wait(timeout=120)
-        if hashlib.sha256(data).hexdigest() != oid:
-            raise HubError(400, "", "Uploaded content does not match its oid")
-        with self.hub.lock:
-            self.hub.lfs_objects[oid] = data
-        self._send_json({})
+async def _create_branch(request: Request) -> Response:
+    repo, branch = _repo(request, write=True), request.path_params["rev"]
+    start = (await _json_body(request)).get("startingPoint") or "main"
+    with _hub(request).lock:
+        if branch in repo.refs:
+            raise HubError(409, "", f"Reference {branch} already exists")
+        repo.refs[branch] = repo.resolve(start).sha
+    return JSONResponse({})
 
-    def _h_lfs_verify(self, oid: str) -> None:
-        payload = self._json_body()
-        data = self.hub.lfs_objects.get(oid)
-        if data is None or len(data) != int(payload.get("size", -1)):
-            raise HubError(404, "", f"Object {oid} was not uploaded")
-        self._send_json({})
 
-    def _h_commit(self, repo: str, rev: str) -> None:
-        found = self._repo(repo, write=True)
-        if rev not in found.refs:
-            raise HubError(404, "RevisionNotFound", f"Invalid rev id: {rev}")
-        lines = [json.loads(line) for line in self._read_body().splitlines() if line.strip()]
-        with self.hub.lock:
-            files = dict(found.resolve(rev).files)
-            message = "Commit"
-            for line in lines:
-                key, value = line["key"], line["value"]
-                if key == "header":
-                    message = value.get("summary") or message
-                elif key == "file":
-                    files[value["path"]] = Blob(base64.b64decode(value["content"]), False)
-                elif key == "lfsFile":
-                    data = self.hub.lfs_objects.get(value["oid"])
-                    if data is None:
-                        raise HubError(422, "", f"LFS object {value['oid']} was not uploaded")
-                    files[value["path"]] = Blob(data, True)
-                elif key == "deletedFile":
-                    if files.pop(value["path"], None) is None:
-                        raise HubError(404, "EntryNotFound",
-                                       f"A file with this name doesn't exist: {value['path']}")
-                elif key == "deletedFolder":
-                    folder = value["path"].rstrip("/") + "/"
-                    files = {p: b for p, b in files.items() if not p.startswith(folder)}
-            commit = self.hub._commit(found, rev, files, message)
-        self._send_json({"success": True, "commitOid": commit.sha,
-                         "commitUrl": f"{self.server.public_url}/{repo}/commit/{commit.sha}",
+async def _validate_yaml(request: Request) -> Response:
+    return JSONResponse({"errors": [], "warnings": []})
+
+
+async def _preupload(request: Request) -> Response:
+    commit = _revision(request, _repo(request, write=True))
+    answers = []
+    for item in (await _json_body(request)).get("files", []):
+        path, lfs = item["path"], is_lfs_path(item["path"], int(item.get("size", 0)))
+        remote = commit.files.get(path)
+        oid = None if remote is None else (remote.sha256 if remote.lfs else remote.oid)
+        answers.append({"path": path, "uploadMode": "lfs" if lfs else "regular",
+                        "shouldIgnore": False, "oid": oid})
+    return JSONResponse({"files": answers, "commitOid": commit.sha})
+
+
+async def _lfs_batch(request: Request) -> Response:
+    _repo(request, write=True)
+    hub, lfs_url = _hub(request), request.app.state.lfs_url
+    objects = []
+    for item in (await _json_body(request)).get("objects", []):
+        oid, size = item["oid"], int(item["size"])
+        entry: dict[str, Any] = {"oid": oid, "size": size, "authenticated": True}
+        if oid not in hub.lfs_objects:
+            entry["actions"] = {"upload": {"href": f"{lfs_url}/lfs/{oid}"},
+                                "verify": {"href": f"{lfs_url}/lfs/{oid}/verify"}}
+        objects.append(entry)
+    return JSONResponse({"transfer": "basic", "objects": objects},
+                        media_type="application/vnd.git-lfs+json")
+
+
+async def _lfs_upload(request: Request) -> Response:
+    oid, hub = request.path_params["oid"], _hub(request)
+    data = await request.body()
+    fault = hub.take_fault(oid)
+    if fault is not None:
+        await fault.strike()
+    if hashlib.sha256(data).hexdigest() != oid:
+        raise HubError(400, "", "Uploaded content does not match its oid")
+    with hub.lock:
+        hub.lfs_objects[oid] = data
+    return JSONResponse({})
+
+
+async def _lfs_verify(request: Request) -> Response:
+    oid = request.path_params["oid"]
+    payload = await _json_body(request)
+    data = _hub(request).lfs_objects.get(oid)
+    if data is None or len(data) != int(payload.get("size", -1)):
+        raise HubError(404, "", f"Object {oid} was not uploaded")
+    return JSONResponse({})
+
+
+async def _commit(request: Request) -> Response:
+    """Apply one NDJSON commit: a header line, then file, LFS file and deletion lines."""
+    repo, branch, hub = _repo(request, write=True), request.path_params["rev"], _hub(request)
+    if branch not in repo.refs:
+        raise HubError(404, "RevisionNotFound", f"Invalid rev id: {branch}")
+    lines = [json.loads(line) for line in (await request.body()).splitlines() if line.strip()]
+    with hub.lock:
+        files = dict(repo.resolve(branch).files)
+        message = "Commit"
+        for line in lines:
+            key, value = line["key"], line["value"]
+            if key == "header":
+                message = value.get("summary") or message
+            elif key == "file":
+                files[value["path"]] = Blob(base64.b64decode(value["content"]), False)
+            elif key == "lfsFile":
+                data = hub.lfs_objects.get(value["oid"])
+                if data is None:
+                    raise HubError(422, "", f"LFS object {value['oid']} was not uploaded")
+                files[value["path"]] = Blob(data, True)
+            elif key == "deletedFile":
+                if files.pop(value["path"], None) is None:
+                    raise HubError(404, "EntryNotFound",
+                                   f"A file with this name doesn't exist: {value['path']}")
+            elif key == "deletedFolder":
+                folder = value["path"].rstrip("/") + "/"
+                files = {p: b for p, b in files.items() if not p.startswith(folder)}
+        commit = hub._commit(repo, branch, files, message)
+    return JSONResponse({"success": True, "commitOid": commit.sha,
+                         "commitUrl": f"{request.app.state.public_url}/{repo.repo_id}"
+                                      f"/commit/{commit.sha}",
                          "pullRequestUrl": None})
 
 
+_MODEL = "/api/models/{org}/{name}"
+_ROUTES = [
+    Route(_MODEL, _model_info),
+    Route(_MODEL + "/revision/{rev}", _model_info),
+    Route(_MODEL + "/tree/{rev}", _tree),
+    Route(_MODEL + "/tree/{rev}/{path:path}", _tree),
+    Route(_MODEL + "/preupload/{rev}", _preupload, methods=["POST"]),
+    Route(_MODEL + "/commit/{rev}", _commit, methods=["POST"]),
+    Route(_MODEL + "/branch/{rev}", _create_branch, methods=["POST"]),
+    Route("/api/repos/create", _create_repo, methods=["POST"]),
+    Route("/api/validate-yaml", _validate_yaml, methods=["POST"]),
+    Route("/api/whoami-v2", _whoami),
+    Route("/{org}/{name}/resolve/{rev}/{path:path}", _resolve),
+    Route("/{org}/{name}.git/info/lfs/objects/batch", _lfs_batch, methods=["POST"]),
+    Route("/lfs/{oid}", _lfs_download),
+    Route("/lfs/{oid}", _lfs_upload, methods=["PUT"]),
+    Route("/lfs/{oid}/verify", _lfs_verify, methods=["POST"]),
+]
+
+
+def create_app(hub: Hub, public_url: str, lfs_url: str, store: Path) -> Starlette:
+    """The Hub's routes over ``hub``; ``store`` is a folder for file bytes served from disk."""
+    app = Starlette(routes=_ROUTES, middleware=[Middleware(_Gate)],
+                    exception_handlers={HubError: _on_hub_error, 404: _no_route,
+                                        405: _no_route})
+    app.state.hub, app.state.store = hub, store
+    app.state.public_url, app.state.lfs_url = public_url, lfs_url
+    return app
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    return sock
+
+
 class HubServer:
-    """Runs the two listeners in background threads; use as a context manager."""
+    """Runs uvicorn on a background thread, on the main and the LFS storage port.
+
+    Use as a context manager.
+    """
 
     def __init__(self, hub: Hub | None = None, host: str = "127.0.0.1", port: int = 0,
                  lfs_port: int = 0) -> None:
         self.hub = hub or Hub()
-        self._main = _Server((host, port), self.hub)
-        self._lfs = _Server((host, lfs_port), self.hub)
-        self.url = f"http://{host}:{self._main.server_address[1]}"
-        self.lfs_url = f"http://{host}:{self._lfs.server_address[1]}"
-        for server in (self._main, self._lfs):
-            server.public_url, server.lfs_url = self.url, self.lfs_url
-        self._threads: list[threading.Thread] = []
+        self._sockets = [_listen(host, port), _listen(host, lfs_port)]
+        self.url, self.lfs_url = (f"http://{host}:{s.getsockname()[1]}" for s in self._sockets)
+        self._store = tempfile.TemporaryDirectory(prefix="test-hub-")
+        app = create_app(self.hub, self.url, self.lfs_url, Path(self._store.name))
+        # log_config=None: leave the process's logging alone (tests read Hub.requests).
+        self._server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="off",
+                                                     timeout_graceful_shutdown=5))
+        self._thread = threading.Thread(target=self._server.run, args=(self._sockets,),
+                                        name="test-hub", daemon=True)
 
     def start(self) -> HubServer:
-        for server in (self._main, self._lfs):
-            thread = threading.Thread(target=server.serve_forever, daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("the test Hub did not start")
+            time.sleep(0.01)
         return self
 
     def stop(self) -> None:
-        with self.hub.lock:
-            for faults in self.hub.faults.values():
-                for fault in faults:
-                    fault.release.set()
-        for server in (self._main, self._lfs):
-            server.shutdown()
-            server.server_close()
-        for thread in self._threads:
-            thread.join(timeout=5)
+        self.hub.drop_faults()
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+        for sock in self._sockets:
+            sock.close()
+        self._store.cleanup()
 
     def __enter__(self) -> HubServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-

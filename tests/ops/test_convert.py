@@ -24,7 +24,8 @@ from mlxk2.commands import convert as convert_command
 from mlxk2.ops import convert as convert_ops
 from mlxk2.output.convert import progress_bar
 from mlxk2.output.sink import Output
-from tests.fixtures.cache import CASES, mlx_chat_files, sharded_files
+from tests.fixtures.cache_cases import CASES
+from tests.fixtures.cache_content import mlx_chat_files, sharded_files
 from tests.fixtures.cli import REPO_ROOT, CliResult, cli_env, run_inprocess
 from tests.fixtures.models import CHAT, CHAT_4BIT, DemoCache
 

@@ -60,18 +60,18 @@ def test_variant_names_are_fixed():
 
 
 def test_cli_demo_installs_into_the_cache_and_list_shows_it(hf_home):
-    built = run_inprocess("demo", "--json")
+    built = run_inprocess("demo", "--random", "--json")
     assert built.code == 0, built.stderr
     assert built.json["data"]["model"] == CHAT
     listed = run_inprocess("list", "--json")
     assert [m["name"] for m in listed.json["data"]["models"]] == [CHAT]
-    human = run_inprocess("demo")
+    human = run_inprocess("demo", "--random")
     assert "mlxk2 run demo-chat" in human.stdout
 
 
 def test_cli_demo_into_a_workspace_suggests_a_path_run_accepts(tmp_path: Path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    built = run_inprocess("demo", "--path", "my-demo")
+    built = run_inprocess("demo", "--random", "--path", "my-demo")
     assert built.code == 0, built.stderr
     assert 'mlxk2 run ./my-demo "Hello"' in built.stdout
     assert resolve("./my-demo").path == Path("my-demo")
@@ -83,11 +83,11 @@ def test_cli_demo_reports_the_workspace_as_typed_so_run_accepts_it(
     tmp_path: Path, monkeypatch, typed, reported
 ):
     monkeypatch.chdir(tmp_path)
-    built = run_inprocess("demo", "--path", typed, "--json")
+    built = run_inprocess("demo", "--random", "--path", typed, "--json")
     assert built.code == 0, built.stderr
     assert_valid_envelope(built.json)
     assert built.json["data"]["model"] == reported
     assert resolve(reported).name == reported
-    again = run_inprocess("demo", "--path", typed, "--json")
+    again = run_inprocess("demo", "--random", "--path", typed, "--json")
     assert again.code == 1
     assert again.json["error"]["message"] == f"'{reported}' exists and is not an empty folder"

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from tests.fixtures.cache import CASES, UNHEALTHY, BuiltCache
+from tests.fixtures.cache import BuiltCache
+from tests.fixtures.cache_cases import CASES, UNHEALTHY
 from tests.fixtures.cli import run_inprocess
 
 
@@ -35,11 +36,39 @@ def test_truncated_safetensors_is_unhealthy(cache_env: BuiltCache) -> None:
     assert data["unhealthy"][0]["status"] == "unhealthy"
 
 
-def test_ambiguous_pattern_is_an_error(cache_env: BuiltCache) -> None:
+def test_a_pattern_checks_every_model_it_matches_as_list_filters(cache_env: BuiltCache) -> None:
     result = run_inprocess("health", "tiny", "--json")
-    assert result.code == 1
-    assert result.json["error"]["type"] == "ambiguous_match"
-    assert len(result.json["error"]["matches"]) > 1
+    assert result.code == 0
+    data = result.json["data"]
+    checked = {e["name"] for e in data["healthy"] + data["unhealthy"]}
+    listed = {m["name"] for m in run_inprocess("list", "tiny", "--json").json["data"]["models"]}
+    assert len(checked) > 1
+    assert checked == listed
+    assert data["summary"]["total"] == len(listed)
+
+
+def test_a_pattern_matching_no_cached_name_is_model_not_found(cache_env: BuiltCache) -> None:
+    result = run_inprocess("health", "no-such-model-anywhere", "--json")
+    assert (result.code, result.json["error"]["type"]) == (1, "model_not_found")
+
+
+def test_strict_exits_1_when_any_checked_model_is_unhealthy(cache_env: BuiltCache) -> None:
+    everything = run_inprocess("health", "--strict", "--json")
+    assert everything.code == 1
+    assert everything.json["status"] == "success"
+    assert everything.json["data"]["summary"]["unhealthy_count"] > 0
+    assert run_inprocess("health", "--strict").code == 1
+    assert run_inprocess("health", "config-missing", "--strict").code == 1
+
+
+def test_strict_exits_0_when_every_checked_model_is_healthy(cache_env: BuiltCache) -> None:
+    result = run_inprocess("health", "tiny", "--strict", "--json")
+    assert result.json["data"]["summary"]["unhealthy_count"] == 0
+    assert result.code == 0
+
+
+def test_without_strict_unhealthy_models_still_exit_0(cache_env: BuiltCache) -> None:
+    assert run_inprocess("health", "config-missing").code == 0
 
 
 def test_human_health_names_problems(cache_env: BuiltCache) -> None:

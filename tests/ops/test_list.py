@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from mlxk2.cache.layout import store_snapshot
-from tests.fixtures.cache import CASES, BuiltCache, mlx_chat_files
+from tests.fixtures.cache import BuiltCache, build_cache
+from tests.fixtures.cache_cases import CASES
+from tests.fixtures.cache_content import mlx_chat_files
 from tests.fixtures.cli import run_inprocess
 
 MODEL_FIELDS = {"name", "hash", "size_bytes", "last_modified", "framework", "model_type",
@@ -94,7 +96,7 @@ def test_size_is_the_real_bytes_of_the_selected_snapshot(hf_cache: Path, tmp_pat
 
 
 def test_two_snapshots_select_refs_main(cache_env: BuiltCache) -> None:
-    from tests.fixtures.cache import COMMIT_OLD
+    from tests.fixtures.cache_damage import COMMIT_OLD
 
     model = _models(cache_env)[CASES["two_snapshots"].repo_id]
     assert model["hash"] == COMMIT_OLD
@@ -136,3 +138,31 @@ def test_human_sizes_and_times_are_readable(cache_env: BuiltCache) -> None:
                 if line.startswith(CASES["chat"].repo_id + " "))
     assert re.search(r"\b\d+(\.\d)?(B|KB|MB)\b", line)
     assert re.search(r"(just now|ago)", line)
+
+
+def test_human_list_shows_exactly_the_models_run_or_embed_accepts(hf_cache: Path) -> None:
+    from mlxk2.errors import MlxkError
+    from mlxk2.ops.embed import check_embeddable
+    from mlxk2.ops.run import check_runnable
+
+    build_cache(hf_cache, ["chat", "embedding", "unsupported_arch"])
+    shown = {line.split()[0] for line in run_inprocess("list").stdout.splitlines()[1:]
+             if line and not line.startswith("(")}
+    for key, check in (("chat", check_runnable), ("embedding", check_embeddable),
+                       ("unsupported_arch", check_runnable)):
+        name = CASES[key].repo_id
+        try:
+            check(name)
+        except MlxkError:
+            accepted = False
+        else:
+            accepted = True
+        assert (name in shown) is accepted, name
+    assert shown == {CASES["chat"].repo_id, CASES["embedding"].repo_id}
+
+
+def test_human_all_names_why_a_model_is_not_runnable(hf_cache: Path) -> None:
+    build_cache(hf_cache, ["unsupported_arch"])
+    line = next(line for line in run_inprocess("list", "--all").stdout.splitlines()
+                if line.startswith(CASES["unsupported_arch"].repo_id))
+    assert CASES["unsupported_arch"].reason in line

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.fixtures.cli import run_subprocess
+from tests.fixtures.cli import run_inprocess, run_subprocess
 from tests.fixtures.hub import (
     closed_port_url,
     interrupt_at_stall,
@@ -178,3 +178,43 @@ def test_ctrl_c_during_upload_commits_nothing(
     assert result.code == 0, result.stderr
     assert result.json["data"]["change_summary"]["added"] == len(files)
     assert hub.files(repo) == {".gitattributes": hub.files(repo)[".gitattributes"], **files}
+
+
+def test_check_only_strict_exits_1_only_for_an_unhealthy_workspace(tmp_path: Path) -> None:
+    from tests.fixtures.cli import run_inprocess
+
+    good = write_files(tmp_path / "good", tiny_model_files())
+    bad = write_files(tmp_path / "bad", {"config.json": b"{not json"})
+
+    healthy = run_inprocess("push", str(good), "org/model", "--check-only", "--strict", "--json")
+    broken = run_inprocess("push", str(bad), "org/model", "--check-only", "--strict", "--json")
+    lenient = run_inprocess("push", str(bad), "org/model", "--check-only", "--json")
+
+    assert healthy.code == 0, healthy.stderr
+    assert broken.code == 1
+    assert broken.json["data"]["workspace_health"]["healthy"] is False
+    assert lenient.code == 0
+
+
+def test_strict_without_check_only_is_a_usage_error(tmp_path: Path) -> None:
+    from tests.fixtures.cli import run_inprocess
+
+    good = write_files(tmp_path / "good", tiny_model_files())
+    result = run_inprocess("push", str(good), "org/model", "--strict", "--json")
+    assert result.code == 1
+    assert result.json["error"]["type"] == "ValidationError"
+    assert "--check-only" in result.json["error"]["message"]
+
+
+def test_help_says_files_gone_from_the_folder_stay_unless_delete() -> None:
+    from tests.fixtures.cli import run_inprocess
+
+    text = " ".join(run_inprocess("push", "--help").stdout.split())
+    assert "are deleted" not in text
+    assert "--delete" in text
+
+
+def test_help_says_files_gone_from_the_folder_are_kept_unless_delete() -> None:
+    help_text = " ".join(run_inprocess("push", "--help").stdout.split())
+    assert "files gone from the folder are deleted" not in help_text
+    assert "no longer has are kept, unless --delete is given" in help_text

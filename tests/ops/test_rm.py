@@ -191,7 +191,7 @@ def test_permission_failure_maps_to_exit_code_3(
     def refuse(path: Path) -> None:
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr("mlxk2.ops.rm.shutil.rmtree", refuse)
+    monkeypatch.setattr("mlxk2.cache.files.shutil.rmtree", refuse)
     with pytest.raises(PermissionDeniedError) as denied:
         execute_removal(plan)
 

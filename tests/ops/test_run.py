@@ -16,7 +16,7 @@ from mlxk2.errors import ModelIncompatibleError, ModelUnhealthyError
 from mlxk2.ops import run as ops
 from mlxk2.output.envelope import success_envelope
 from mlxk2.output.run import ReplyPrinter, print_reply
-from tests.fixtures.cache import CASES, UNHEALTHY
+from tests.fixtures.cache_cases import CASES, UNHEALTHY
 from tests.fixtures.cli import cli_env, run_inprocess, run_subprocess
 from tests.fixtures.models import BASE, CHAT
 from tests.fixtures.schema import assert_valid_envelope
@@ -249,7 +249,8 @@ def test_cli_exits_cleanly_when_the_reader_goes_away(env):
 
 
 def test_cli_runs_a_workspace_model_built_by_demo(env, tmp_path: Path):
-    built = run_subprocess("demo", "--path", "ws-model", "--json", env=env, cwd=tmp_path)
+    built = run_subprocess("demo", "--random", "--path", "ws-model", "--json",
+                           env=env, cwd=tmp_path)
     assert built.code == 0, built.stderr
     assert built.json["data"]["cached"] is False
     assert built.json["data"]["model"] == "./ws-model"

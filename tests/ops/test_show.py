@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.fixtures.cache import CASES, COMMIT_NEW, BuiltCache, mlx_chat_files
+from tests.fixtures.cache import BuiltCache
+from tests.fixtures.cache_cases import CASES
+from tests.fixtures.cache_content import mlx_chat_files
+from tests.fixtures.cache_damage import COMMIT_NEW
 from tests.fixtures.cli import run_inprocess
 
 
@@ -105,3 +108,25 @@ def test_human_error_is_one_line_on_stderr(cache_env: BuiltCache) -> None:
     assert result.code == 1
     assert result.stdout == ""
     assert result.stderr.startswith("Error: Multiple models match 'tiny'")
+
+
+def test_file_kinds_follow_the_integrity_rules(tmp_path: Path, monkeypatch) -> None:
+    workspace = tmp_path / "kinds"
+    workspace.mkdir()
+    for name, content in mlx_chat_files().items():
+        (workspace / name).write_bytes(content)
+    for extra in ("training_args.bin", "merges.txt", "o200k.tiktoken", "chat_template.jinja"):
+        (workspace / extra).write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)
+    files = run_inprocess("show", "./kinds", "--files", "--json").json["data"]["files"]
+    kinds = {f["name"]: f["type"] for f in files}
+    assert kinds["training_args.bin"] == "other"  # not weights, as health also judges
+    assert kinds["merges.txt"] == "tokenizer"
+    assert kinds["o200k.tiktoken"] == "tokenizer"
+    assert kinds["chat_template.jinja"] == "config"
+
+
+def test_human_show_lists_files_with_human_sizes(cache_env: BuiltCache) -> None:
+    text = run_inprocess("show", CASES["chat"].repo_id, "--files").stdout
+    line = next(line for line in text.splitlines() if line.startswith("config.json "))
+    assert line.split()[1].endswith("B") and line.split()[2] == "config"

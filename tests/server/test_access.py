@@ -6,7 +6,7 @@ import openai
 import pytest
 
 from tests.fixtures.models import CHAT
-from tests.server.conftest import LiveServer, raw_request
+from tests.fixtures.server import LiveServer, raw_request
 
 ORIGIN = "http://chat.example"
 BODY = {"model": CHAT, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}

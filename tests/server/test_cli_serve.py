@@ -16,7 +16,7 @@ import pytest
 from tests.fixtures.cli import cli_env, run_subprocess
 from tests.fixtures.models import CHAT
 from tests.fixtures.schema import assert_valid_envelope
-from tests.server.conftest import _connection, free_port, raw_request
+from tests.fixtures.server import connection, free_port, raw_request
 
 KEY = "env-secret"
 
@@ -52,7 +52,8 @@ def served(demo_cache, mid_workspace, tmp_path_factory
     log_file = log_path.open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlxk2", "serve", "--model", str(mid_workspace),
-         "--port", str(port), "--keep-alive", "2s", "--prompt-cache", "0"],
+         "--port", str(port), "--keep-alive", "2s", "--prompt-cache", "0",
+         "--shutdown-grace", "0"],
         env=env, stdout=subprocess.DEVNULL, stderr=log_file, text=True,
     )
     url = f"http://127.0.0.1:{port}"
@@ -121,7 +122,7 @@ def test_prompt_cache_flag_zero_turns_the_cache_off(served):
 
 def test_sigterm_ends_streams_with_an_error_and_exits_zero(served):
     proc, url, log_path = served
-    conn = _connection(url)
+    conn = connection(url)
     body = {"model": CHAT, "messages": [{"role": "user", "content": "Keep talking."}],
             "max_tokens": 4000, "stream": True}
     conn.request("POST", "/v1/chat/completions", body=json.dumps(body).encode(),

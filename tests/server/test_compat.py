@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.fixtures.models import CHAT
-from tests.server.conftest import raw_request
+from tests.fixtures.server import raw_request
 
 HELLO = [{"role": "user", "content": "Hello"}]
 

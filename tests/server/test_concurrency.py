@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.fixtures.models import CHAT
-from tests.server.conftest import LiveServer, _connection, raw_request
+from tests.fixtures.server import LiveServer, connection, raw_request
 
 PROMPTS = [
     "Tell me about the weather.",
@@ -105,7 +105,7 @@ def one_slot(make_server) -> LiveServer:
 
 def _open_stream(live: LiveServer, max_tokens: int = 4000) -> Any:
     """Start a long stream and read its first event, so it surely holds its slot."""
-    conn = _connection(live.url)
+    conn = connection(live.url)
     body = {"model": CHAT, "messages": [{"role": "user", "content": "Go on forever."}],
             "max_tokens": max_tokens, "stream": True}
     conn.request("POST", "/v1/chat/completions", body=json.dumps(body).encode(),
@@ -182,7 +182,7 @@ def test_shutdown_ends_streams_with_an_error_event_and_refuses_new_work(make_ser
 def test_disconnect_of_a_non_streaming_request_frees_the_slot(one_slot):
     _wait_for(lambda: _active(one_slot) == 0)
     before = _disconnects(one_slot)
-    conn = _connection(one_slot.url)
+    conn = connection(one_slot.url)
     body = {"model": CHAT, "messages": [{"role": "user", "content": "Go on."}],
             "max_tokens": 4000}
     conn.request("POST", "/v1/chat/completions", body=json.dumps(body).encode(),

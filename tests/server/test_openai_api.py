@@ -10,7 +10,7 @@ import pytest
 
 from mlxk2.engine.chat import build_prompt_tokens, raw_prompt_tokens
 from tests.fixtures.models import BASE, CHAT, CHAT_4BIT
-from tests.server.conftest import LiveServer, raw_request, sse_events
+from tests.fixtures.server import LiveServer, raw_request, sse_events
 
 MESSAGES = [{"role": "user", "content": "Tell me about the weather."}]
 

@@ -9,7 +9,7 @@ import pytest
 
 from mlxk2.engine.prompt_cache import PromptCache
 from tests.fixtures.models import CHAT
-from tests.server.conftest import LiveServer, raw_request
+from tests.fixtures.server import LiveServer, raw_request
 
 FIRST_TURN = [{"role": "user", "content": "Tell me about the weather in a small town."}]
 

@@ -11,10 +11,14 @@ from typing import Any
 import pytest
 
 from mlxk2.engine.load import load_model
-from mlxk2.errors import ModelIncompatibleError, ModelNotFoundError, ModelUnhealthyError
+from mlxk2.errors import (
+    ModelIncompatibleError,
+    ModelNotFoundError,
+    ModelTooLargeError,
+    ModelUnhealthyError,
+)
 from mlxk2.server import ModelProvider, Worker
-from mlxk2.server.errors import ModelTooLargeError
-from tests.fixtures.cache import bert_embedding_files
+from tests.fixtures.cache_content import bert_embedding_files
 from tests.fixtures.models import BASE, CHAT, CHAT_4BIT
 
 

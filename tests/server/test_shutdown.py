@@ -15,7 +15,7 @@ import pytest
 
 from tests.fixtures.cli import cli_env
 from tests.fixtures.models import CHAT
-from tests.server.conftest import free_port, raw_request
+from tests.fixtures.server import free_port, raw_request
 
 
 def _wait_until_serving(proc: subprocess.Popen[str], port: int) -> None:
@@ -60,6 +60,22 @@ def test_a_busy_port_is_an_error_envelope_before_any_start_up(demo_cache) -> Non
     assert doc["error"]["type"] == "OperationError"
     assert "in use" in doc["error"]["message"]
     assert "mlxk2 server on" not in result.stderr
+
+
+def test_a_busy_port_fails_before_the_model_loads(demo_cache) -> None:
+    import socket
+
+    from tests.fixtures.cli import run_subprocess
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_subprocess("serve", "--model", CHAT, "--port", str(port), "--json",
+                                env=cli_env(demo_cache.hf_home), timeout=60)
+    assert result.code == 3
+    assert result.json["error"]["type"] == "OperationError"
+    assert "loading" not in result.stderr
 
 
 def test_an_impossible_port_is_a_validation_error(demo_cache) -> None:

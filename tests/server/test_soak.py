@@ -9,7 +9,7 @@ from typing import Any
 
 from mlxk2.server.memory import rss_bytes
 from tests.fixtures.models import BASE, CHAT
-from tests.server.conftest import LiveServer, raw_request, sse_events
+from tests.fixtures.server import LiveServer, raw_request, sse_events
 
 CHAT_PATH = "/v1/chat/completions"
 TEXT_PATH = "/v1/completions"

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+#: Config keys that hold the context length, most common first.
 CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length",
                 "max_seq_len", "seq_length", "n_ctx", "model_max_length")
 
@@ -21,11 +23,7 @@ def read_config(model_dir: Path) -> dict[str, Any] | None:
 
 def config_value(config: dict[str, Any], *keys: str) -> Any:
     """First of ``keys`` found at the top level, else inside ``text_config``."""
-    scopes = [config]
-    nested = config.get("text_config")
-    if isinstance(nested, dict):
-        scopes.append(nested)
-    for scope in scopes:
+    for scope in _scopes(config):
         for key in keys:
             value = scope.get(key)
             if value is not None:
@@ -33,31 +31,71 @@ def config_value(config: dict[str, Any], *keys: str) -> Any:
     return None
 
 
+def _scopes(config: dict[str, Any]) -> list[dict[str, Any]]:
+    nested = config.get("text_config")
+    return [config, nested] if isinstance(nested, dict) else [config]
+
+
 def context_length(config: dict[str, Any]) -> int | None:
-    value = config_value(config, *CONTEXT_KEYS)
-    return value if isinstance(value, int) and value > 0 else None
+    """The context window: the first positive whole number among ``CONTEXT_KEYS``,
+    top level first, then ``text_config``. ``show`` and the engine both read it here."""
+    for scope in _scopes(config):
+        for key in CONTEXT_KEYS:
+            value = scope.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+    return None
 
 
 def quantization_bits(config: dict[str, Any]) -> int | None:
     """MLX's ``quantization`` block (or HF's ``quantization_config``) bit width."""
     for key in ("quantization", "quantization_config"):
         block = config.get(key)
-        if isinstance(block, dict) and isinstance(block.get("bits"), int):
-            return block["bits"]
+        bits = block.get("bits") if isinstance(block, dict) else None
+        if isinstance(bits, int):
+            return bits
     return None
 
 
-def metadata(config: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The ``show`` metadata block: architecture facts, nested text_config included."""
+@dataclass(frozen=True)
+class ModelMetadata:
+    """Architecture facts for ``show``, nested ``text_config`` included."""
+
+    model_type: Any
+    quantization_bits: int | None
+    context_length: int | None
+    vocab_size: Any
+    hidden_size: Any
+    num_attention_heads: Any
+    num_hidden_layers: Any
+
+    @property
+    def quantization(self) -> str | None:
+        return f"{self.quantization_bits}bit" if self.quantization_bits else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec's ``metadata`` block, in its key order."""
+        return {
+            "model_type": self.model_type,
+            "quantization": self.quantization,
+            "context_length": self.context_length,
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "num_attention_heads": self.num_attention_heads,
+            "num_hidden_layers": self.num_hidden_layers,
+        }
+
+
+def metadata(config: dict[str, Any] | None) -> ModelMetadata | None:
+    """The ``show`` metadata of a parsed config; None without one."""
     if config is None:
         return None
-    bits = quantization_bits(config)
-    return {
-        "model_type": config_value(config, "model_type"),
-        "quantization": f"{bits}bit" if bits else None,
-        "context_length": context_length(config),
-        "vocab_size": config_value(config, "vocab_size"),
-        "hidden_size": config_value(config, "hidden_size", "d_model", "n_embd"),
-        "num_attention_heads": config_value(config, "num_attention_heads", "n_head"),
-        "num_hidden_layers": config_value(config, "num_hidden_layers", "n_layer"),
-    }
+    return ModelMetadata(
+        model_type=config_value(config, "model_type"),
+        quantization_bits=quantization_bits(config),
+        context_length=context_length(config),
+        vocab_size=config_value(config, "vocab_size"),
+        hidden_size=config_value(config, "hidden_size", "d_model", "n_embd"),
+        num_attention_heads=config_value(config, "num_attention_heads", "n_head"),
+        num_hidden_layers=config_value(config, "num_hidden_layers", "n_layer"),
+    )

@@ -13,9 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from mlxk2.cache.capabilities import Capability, Framework, ModelType
+from mlxk2.cache.embedding import embedding_reason
+from mlxk2.cache.files import TORCH_WEIGHT_SUFFIXES, mtime
 from mlxk2.cache.integrity import scan_model
+from mlxk2.cache.layout import DEFAULT_ORG, ResolvedModel
+from mlxk2.cache.rules import Refusal, refusal
 from mlxk2.cache.runtime import runtime_reason
-from mlxk2.resolve import DEFAULT_ORG, ResolvedModel
 
 EMBEDDING_TYPES = frozenset({
     "bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "nomic_bert", "modernbert",
@@ -30,7 +33,6 @@ VISION_TYPES = frozenset({
 })
 AUDIO_TYPES = frozenset({"whisper", "qwen2_audio", "voxtral", "gemma3n"})
 CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
-TORCH_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth")
 _CHAT_NAME = re.compile(r"instruct|chat|-it\b|assistant", re.IGNORECASE)
 _FRONT_MATTER_MLX = re.compile(r"^(library_name:\s*mlx\b|\s*-\s*mlx\s*$|tags:.*\bmlx\b)",
                                re.MULTILINE)
@@ -58,9 +60,24 @@ class ModelInfo:
 
     @property
     def runnable(self) -> bool:
-        """Can ``run`` and ``serve`` generate text with it?"""
-        return self.healthy and self.runtime_compatible and \
-            self.model_type != ModelType.EMBEDDING.value
+        """Can ``run`` and ``serve`` generate text with it? (:mod:`mlxk2.cache.rules`)"""
+        return self.refusal(Capability.TEXT_GENERATION) is None
+
+    @property
+    def purpose(self) -> Capability:
+        """What the model is for: embeddings for an embedding model, else text generation."""
+        if self.model_type == ModelType.EMBEDDING.value:
+            return Capability.EMBEDDINGS
+        return Capability.TEXT_GENERATION
+
+    def refusal(self, capability: Capability | None = None) -> Refusal | None:
+        """Why this model cannot serve ``capability`` (default: its :attr:`purpose`)."""
+        return refusal(self, capability or self.purpose)
+
+    @property
+    def embeddable(self) -> bool:
+        """Can ``embed`` and ``/v1/embeddings`` use it? (:mod:`mlxk2.cache.rules`)"""
+        return self.refusal(Capability.EMBEDDINGS) is None
 
     @property
     def last_modified_iso(self) -> str:
@@ -95,12 +112,14 @@ def inspect_model(resolved: ResolvedModel) -> ModelInfo:
     framework = detect_framework(path, names, config, resolved.repo_id)
     model_type, capabilities = detect_type(path, names, config, resolved.name, framework)
     problem = scan.first_problem()
+    reason: str | None
     if problem is not None:
         runtime_ok, reason = False, problem
     else:
         if model_type is ModelType.EMBEDDING:
-            reason = runtime_reason({}, framework.value) if framework is not Framework.MLX \
-                else None
+            reason = embedding_reason(path, names, config, framework.value)
+            if reason is None:  # mlxk2's encoder loads the safetensors into MLX as they are
+                framework = Framework.MLX
         else:
             reason = runtime_reason(config or {}, framework.value)
         runtime_ok = reason is None
@@ -108,7 +127,7 @@ def inspect_model(resolved: ResolvedModel) -> ModelInfo:
         name=resolved.name,
         hash=resolved.commit,
         size_bytes=scan.total_bytes,
-        last_modified=_mtime(path),
+        last_modified=mtime(path),
         framework=framework.value,
         model_type=model_type.value,
         capabilities=tuple(c.value for c in capabilities),
@@ -123,7 +142,7 @@ def _without_snapshot(resolved: ResolvedModel) -> ModelInfo:
     folder = resolved.repo_dir
     return ModelInfo(
         name=resolved.name, hash=None, size_bytes=0,
-        last_modified=_mtime(folder) if folder else 0.0,
+        last_modified=mtime(folder) if folder else 0.0,
         framework=Framework.UNKNOWN.value, model_type=ModelType.UNKNOWN.value,
         capabilities=(), health="unhealthy", runtime_compatible=False,
         reason="No snapshot in cache (download never completed)", cached=resolved.cached,
@@ -191,10 +210,3 @@ def _readme_says_mlx(path: Path) -> bool:
         return False
     front = head[3:].split("\n---", 1)[0]
     return bool(_FRONT_MATTER_MLX.search(front))
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0

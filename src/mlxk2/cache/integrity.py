@@ -23,28 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from mlxk2.cache.config import read_config
+from mlxk2.cache.files import WEIGHT_FORMATS, is_tokenizer_file, is_weight_file
 from mlxk2.cache.safetensors import check_file
 
 CONFIG = "config.json"
-WEIGHT_FORMATS = {
-    ".safetensors": "safetensors",
-    ".gguf": "gguf",
-    ".bin": "pytorch",
-    ".pt": "pytorch",
-    ".pth": "pytorch",
-    ".npz": "npz",
-}
-TOKENIZER_FILES = frozenset(
-    {
-        "tokenizer.json",
-        "tokenizer.model",
-        "spiece.model",
-        "sentencepiece.bpe.model",
-        "vocab.json",
-        "vocab.txt",
-        "tiktoken.model",
-    }
-)
 PREPROCESSOR_FILES = frozenset(
     {"preprocessor_config.json", "processor_config.json", "video_preprocessor_config.json"}
 )
@@ -52,7 +34,16 @@ LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/"
 # A pointer (version, sha256 oid, size) is about 130 bytes; only files of that
 # order of size are opened, so the check stays cheap on big caches.
 _LFS_SIZES = range(100, 1024)
-_NOT_WEIGHTS = frozenset({"training_args.bin", "optimizer.pt", "scheduler.pt", "rng_state.pth"})
+TOKENIZER_JSON = "tokenizer.json"
+#: Bytes of tokenizer.json read on every scan; files up to this size are parsed whole.
+_TOKENIZER_HEAD = 256 * 1024
+#: The top-level keys the tokenizers library writes, in its order ("model" last).
+_TOKENIZER_KEYS = frozenset({"version", "truncation", "padding", "added_tokens", "normalizer",
+                             "pre_tokenizer", "post_processor", "decoder", "model"})
+_FIRST_KEY = re.compile(rb'\s*\{\s*"([^"\\]{1,64})"\s*:')
+_MODEL_KEY = re.compile(rb'"model"\s*:\s*\{')
+_MODEL_KIND = re.compile(rb'"(?:type|vocab)"\s*:')
+_NOT_A_TOKENIZER = 'tokenizer.json is not a tokenizer (no "model" with a type or vocab)'
 _SHARD = re.compile(r"^(?P<stem>.+)-(?P<idx>\d+)-of-(?P<total>\d+)\.(?P<ext>safetensors|bin)$")
 
 
@@ -94,7 +85,7 @@ class ModelScan:
         return {
             name: size
             for name, size in self.top_files.items()
-            if Path(name).suffix in WEIGHT_FORMATS and name not in _NOT_WEIGHTS
+            if is_weight_file(name)
         }
 
 
@@ -201,6 +192,8 @@ def _walk(scan: ModelScan, folder: Path, prefix: str) -> None:
 
 
 def _escapes(scan: ModelScan, link: str) -> bool:
+    if scan.boundary is None:
+        return False
     target = os.path.join(os.path.dirname(link), os.readlink(link))
     inside = scan.boundary + os.sep
     return not (os.path.normpath(target) + os.sep).startswith(inside) and \
@@ -371,11 +364,62 @@ def _shard_gaps(top: dict[str, int]) -> list[str]:
 
 def _tokenizer_problem(scan: ModelScan) -> str | None:
     top = scan.top_files
+    if TOKENIZER_JSON in top:
+        return _tokenizer_json_problem(scan.root / TOKENIZER_JSON, top[TOKENIZER_JSON])
     if "tokenizer_config.json" not in top:
         return None
-    if any(n in TOKENIZER_FILES or n.endswith(".tiktoken") for n in top):
+    if any(is_tokenizer_file(n) for n in top):
         return None
     return "tokenizer_config.json present but no tokenizer file (tokenizer.json or tokenizer.model)"
+
+
+def _tokenizer_json_problem(path: Path, size: int) -> str | None:
+    """Why ``tokenizer.json`` is not a tokenizer, from a bounded read; None if it looks like one.
+
+    This runs on every ``list``, and real files are 2-30 MB, so only small files are
+    parsed whole. A large one must open like a tokenizer (its first key one of the
+    format's own, and the ``"model"`` object, which the format writes after the
+    short settings, naming its ``type`` or ``vocab`` if it is within the first
+    :data:`_TOKENIZER_HEAD` bytes) and end like a JSON object, so a truncated
+    download shows too. Loading still parses it fully, and names the file if that fails.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(_TOKENIZER_HEAD)
+            if head.startswith(LFS_POINTER_PREFIX):
+                return None  # reported as an LFS pointer already
+            if size <= _TOKENIZER_HEAD:
+                return tokenizer_document_problem(head + fh.read())
+            fh.seek(-64, os.SEEK_END)
+            tail = fh.read()
+    except OSError as exc:
+        return f"tokenizer.json unreadable: {exc.strerror or type(exc).__name__}"
+    first = _FIRST_KEY.match(head)
+    if first is None:
+        return "tokenizer.json is not valid JSON"
+    if first.group(1).decode("utf-8", "replace") not in _TOKENIZER_KEYS:
+        return _NOT_A_TOKENIZER
+    model = _MODEL_KEY.search(head)
+    if model is not None and not _MODEL_KIND.search(head, model.end(), model.end() + 1024):
+        return _NOT_A_TOKENIZER
+    if not tail.rstrip().endswith(b"}"):
+        return "tokenizer.json is truncated (it does not end like a JSON object)"
+    return None
+
+
+def tokenizer_document_problem(data: bytes) -> str | None:
+    """Why the whole text of a ``tokenizer.json`` is not a tokenizer; None if it is one."""
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        return "tokenizer.json is not UTF-8 text"
+    except json.JSONDecodeError as exc:
+        return (f"tokenizer.json is not valid JSON "
+                f"({exc.msg} at line {exc.lineno} column {exc.colno})")
+    model = doc.get("model") if isinstance(doc, dict) else None
+    if not isinstance(model, dict) or not ("type" in model or "vocab" in model):
+        return _NOT_A_TOKENIZER
+    return None
 
 
 def _vision_problem(scan: ModelScan) -> str | None:

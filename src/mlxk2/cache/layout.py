@@ -14,7 +14,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlxk2.cache.files import mtime, sha256_file
+
 MODEL_PREFIX = "models--"
+#: The Hub organisation of MLX conversions; bare names mean a model there.
+DEFAULT_ORG = "mlx-community"
 SEPARATOR = "--"
 
 
@@ -29,6 +33,12 @@ def cache_root() -> Path:
 
 
 def repo_folder(root: Path, repo_id: str) -> Path:
+    """The ``models--org--name`` folder huggingface_hub uses for ``repo_id``.
+
+    huggingface_hub's ``repo_folder_name`` builds the same name but validates the
+    id first, and refuses names that caches do hold (non-ASCII, spaces), which
+    ``list`` shows and ``rm`` must still reach; so the rule is spelled here.
+    """
     return root / (MODEL_PREFIX + repo_id.replace("/", SEPARATOR))
 
 
@@ -53,6 +63,30 @@ def repo_id_from_folder(folder_name: str) -> str | None:
     return "/".join(parts)
 
 
+def snapshot_repo_id(path: Path) -> str | None:
+    """``org/name`` when ``path`` is a cache snapshot folder, else None."""
+    if path.parent.name != "snapshots":
+        return None
+    return repo_id_from_folder(path.parent.parent.name)
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """One model picked by a spec.
+
+    ``name`` is ``org/name`` for cache models and the path as typed for
+    workspaces; ``path`` is the selected snapshot (or workspace) folder, None
+    when a cache model has no snapshot at all.
+    """
+
+    name: str
+    path: Path | None
+    cached: bool
+    repo_id: str | None = None
+    commit: str | None = None
+    repo_dir: Path | None = None
+
+
 @dataclass(frozen=True)
 class CachedRepo:
     """One ``models--`` folder and the snapshots it holds."""
@@ -66,7 +100,7 @@ class CachedRepo:
             entries = [p for p in (self.folder / "snapshots").iterdir() if p.is_dir()]
         except OSError:
             return []
-        return sorted(entries, key=_mtime, reverse=True)
+        return sorted(entries, key=mtime, reverse=True)
 
     def ref(self, name: str = "main") -> str | None:
         try:
@@ -83,13 +117,6 @@ class CachedRepo:
                 return candidate
         snapshots = self.snapshots()
         return snapshots[0] if snapshots else None
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0
 
 
 def iter_cached_repos(root: Path) -> Iterator[CachedRepo]:
@@ -150,7 +177,7 @@ def store_snapshot(root: Path, repo_id: str, src_dir: Path, commit: str | None =
     """
     folder = repo_folder(root, repo_id)
     files = sorted(p for p in src_dir.rglob("*") if p.is_file())
-    digests = {p: _sha256(p) for p in files}
+    digests = {p: sha256_file(p) for p in files}
     if commit is None:
         joined = "".join(f"{p.relative_to(src_dir)}:{d}" for p, d in digests.items())
         commit = hashlib.sha1(joined.encode()).hexdigest()
@@ -170,11 +197,3 @@ def store_snapshot(root: Path, repo_id: str, src_dir: Path, commit: str | None =
         (folder / "refs").mkdir(exist_ok=True)
         (folder / "refs" / "main").write_text(commit)
     return snapshot
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -110,7 +110,8 @@ def runtime_reason(
         judge them by their own rule instead of asking here.
     """
     if framework != "MLX":
-        return f"Framework {framework} not executable with mlx-lm (requires MLX)"
+        reason = f"Framework {framework} not executable with mlx-lm (requires MLX)"
+        return reason + "; convert it with 'mlxk2 import'" if framework == "GGUF" else reason
     mlx_lm = find_mlx_lm(search_path)
     if mlx_lm is None:
         return "mlx-lm is not installed, so no model can run"
@@ -203,7 +204,7 @@ def _module_problem(path: Path, version: str) -> str | None:
 
 
 def _guarded_imports(tree: ast.Module) -> list[str]:
-    packages = []
+    packages: list[str] = []
     for node in tree.body:
         if not isinstance(node, ast.Try) or not any(_fails_hard(h) for h in node.handlers):
             continue

@@ -30,7 +30,7 @@ def progress_class(out: Output) -> type | None:
     """Bars (bytes and files) for a person watching a terminal; none for scripts or --json."""
     if out.json or not out.stdout.isatty():
         return None
-    from huggingface_hub.utils import tqdm
+    from huggingface_hub.utils.tqdm import tqdm
 
     return tqdm
 

@@ -1,10 +1,11 @@
 """Upload a workspace folder to a Hugging Face repo (experimental).
 
-Needs HF_TOKEN. The repo must exist unless --create is given. The branch ends up
-mirroring the folder: new and changed files are uploaded, files gone from the
-folder are deleted, and nothing is committed when nothing differs. .git, .cache,
-clone leftovers and the patterns in the folder's .hfignore are never uploaded.
---check-only validates the folder locally (no network, no token).
+Needs HF_TOKEN. The repo must exist unless --create is given. New and changed
+files are uploaded; files on the Hub that the folder no longer has are kept,
+unless --delete is given, which makes the branch mirror the folder. Nothing is
+committed when nothing differs. .git, .cache, clone leftovers and the patterns
+in the folder's .hfignore are never uploaded. --check-only validates the folder
+locally (no network, no token); with --strict it exits 1 when the folder is unhealthy.
 """
 
 from __future__ import annotations
@@ -30,12 +31,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="List the added, modified and deleted files (human output only)")
     parser.add_argument("--check-only", action="store_true",
                         help="Only validate the workspace; no upload, no token needed")
+    parser.add_argument("--strict", action="store_true",
+                        help="With --check-only: exit 1 when the workspace is unhealthy")
 
 
 def handle(args: argparse.Namespace, out: Output) -> int:
+    from mlxk2.errors import ValidationError
     from mlxk2.ops.push import push
     from mlxk2.output.push import render_push
 
+    if args.strict and not args.check_only:
+        raise ValidationError("--strict applies only to --check-only")
     try:
         result = push(args.dir, args.repo_id, create=args.create, private=args.private,
                       branch=args.branch, message=args.message, check_only=args.check_only,
@@ -45,5 +51,7 @@ def handle(args: argparse.Namespace, out: Output) -> int:
         exit_interrupted(out, "push", "Push interrupted: files are committed only at the end, "
                               "so the repo is unchanged. Run the same push again.")
     files = result if args.verbose else None
-    return out.success("push", result.to_dict(),
+    code = out.success("push", result.to_dict(),
                        lambda data, sink: render_push(data, sink, files))
+    unhealthy = result.workspace_health is not None and not result.workspace_health["healthy"]
+    return 1 if args.strict and unhealthy else code

@@ -1,8 +1,9 @@
 """Generate text with a local model through mlx-lm.
 
   mlxk2 run MODEL "prompt"          one answer, streamed on a terminal
-  mlxk2 run MODEL                   interactive chat (/clear, /exit, Ctrl-D)
+  mlxk2 run MODEL                   interactive chat (/help, /clear, /exit, Ctrl-D)
   cat notes.txt | mlxk2 run MODEL - "Summarise:"   '-' reads stdin
+  mlx.launch -n 2 --backend ring -- mlxk2 run MODEL "prompt" --distributed
 """
 
 from __future__ import annotations
@@ -10,11 +11,19 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import TextIO
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
+from mlxk2.commands import _distributed
 from mlxk2.commands._common import add_engine_arguments, add_model_argument
 from mlxk2.errors import ValidationError
 from mlxk2.output.sink import Output
+
+if TYPE_CHECKING:
+    from mlxk2.engine.batch import ModelBatch
+    from mlxk2.engine.distributed import Leader
+    from mlxk2.engine.load import LoadedModel
 
 STDIN_ARG = "-"
 
@@ -22,7 +31,7 @@ STDIN_ARG = "-"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_argument(parser)
     parser.add_argument(
-        "prompt", nargs="*",
+        "prompt", nargs="*", default=[],  # a default keeps argparse from calling it required
         help="Prompt text; '-' stands for stdin. Several parts are joined by newlines. "
              "No prompt starts an interactive chat.",
     )
@@ -52,6 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="Print the BLAS and CPU dtype, and token counts and speed "
                            "after each reply")
     add_engine_arguments(parser)
+    _distributed.add_arguments(parser)
 
 
 def read_prompt(parts: list[str], stdin: TextIO | None = None) -> str | None:
@@ -66,11 +76,30 @@ def read_prompt(parts: list[str], stdin: TextIO | None = None) -> str | None:
 def handle(args: argparse.Namespace, out: Output) -> int:
     # Loading runs from local files only; never reach for the Hub mid-run.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    _distributed.check_arguments(args)
+    leader = None
+    if args.distributed:
+        leader = _distributed.join(args)
+        if leader is None:
+            return 0  # a follower: rank 0 reads the prompt and prints the reply
+        try:
+            return _handle(args, out, leader)
+        finally:
+            leader.stop()
+    return _handle(args, out, None)
+
+
+def _handle(args: argparse.Namespace, out: Output, leader: Leader | None) -> int:
     from mlxk2.engine.sampling import SamplingParams
     from mlxk2.ops import run as ops
     from mlxk2.output import run as render
 
     prompt = read_prompt(args.prompt)
+    if prompt is None and leader is not None:
+        raise ValidationError("--distributed needs a prompt; interactive chat runs on one machine")
+    if leader is not None and (args.cpu_dtype == "float32" or args.threads):
+        raise ValidationError("--cpu-dtype float32 and --threads apply to single-machine runs; "
+                              "--distributed keeps the model as stored")
     if prompt is None and out.json:
         raise ValidationError("--json needs a prompt; interactive chat is human-only")
     if prompt is not None and not prompt.strip():
@@ -79,9 +108,18 @@ def handle(args: argparse.Namespace, out: Output) -> int:
         temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, min_p=args.min_p,
         repetition_penalty=args.repetition_penalty, seed=args.seed,
     )
-    model = ops.open_model(args.model, cpu_dtype=args.cpu_dtype, threads=args.threads)
-    if args.verbose:
-        out.warn(render.engine_line(model.loaded))
+    batch: ModelBatch | None = None
+    if leader is None:
+        model = ops.open_model(args.model, cpu_dtype=args.cpu_dtype, threads=args.threads)
+        if args.verbose:
+            out.warn(render.engine_line(model.loaded))
+    else:
+        def open_everywhere(path: Path, name: str) -> LoadedModel:
+            nonlocal batch
+            batch = leader.open(path, name, max_batch=1, prompt_cache=0)
+            return batch.loaded
+
+        model = ops.open_model(args.model, loader=open_everywhere)
     use_template = not args.no_chat_template
 
     if prompt is None:
@@ -92,7 +130,8 @@ def handle(args: argparse.Namespace, out: Output) -> int:
         # Stdout holds only replies unless a person at a terminal sees it: prompts
         # and the greeting appear only for terminal input, on stderr if stdout
         # is redirected; piped input gets neither.
-        read_line, prompt, prompt_stream = input, render.CHAT_PROMPT, out.stdout
+        read_line: Callable[[str], str] = input
+        prompt, prompt_stream = render.CHAT_PROMPT, out.stdout
         if not sys.stdin.isatty():
             prompt = ""
         elif out.stdout.isatty():
@@ -108,10 +147,10 @@ def handle(args: argparse.Namespace, out: Output) -> int:
         max_tokens=args.max_tokens, stop=args.stop,
     )
     budget = prepared.budget
-    if budget.clamped:
+    if budget.clamped and budget.requested is not None:
         out.warn(render.clamp_warning(budget.requested, budget.max_tokens,
                                       model.loaded.context_length))
-    events = ops.run_one_shot(model, prepared, params)
+    events = ops.run_one_shot(model, prepared, params, batch=batch)
     if out.json:
         engine = ops.engine_facts(model.loaded)
         return out.success("run", ops.collect(model.name, prompt, events, engine).to_dict())

@@ -2,6 +2,9 @@
 
 Binds to 127.0.0.1 unless --host says otherwise. Endpoints: /health,
 /v1/models, /v1/chat/completions, /v1/completions and /metrics.
+
+Across several ranks: mlx.launch -n 2 --backend ring -- mlxk2 serve --model M --distributed
+(rank 0 binds and answers; the other ranks follow it).
 """
 
 from __future__ import annotations
@@ -10,21 +13,30 @@ import argparse
 import logging
 import os
 
+from mlxk2.commands import _distributed
 from mlxk2.commands._common import add_engine_arguments
+from mlxk2.errors import ValidationError
 from mlxk2.output.sink import Output
 
 API_KEY_ENV = "MLXK2_API_KEY"
 
 
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+
+
 def _positive(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
 def _port(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if not 1 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"must be 1-65535, got {value}")
     return value
@@ -69,9 +81,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Keep the KV cache of the last N requests per model, so a prompt "
                              "that begins like one of them (the next turn of a chat) skips "
                              "that part of prefill; 0 turns it off (default: 16)")
+    parser.add_argument("--shutdown-grace", default="10s", metavar="DURATION",
+                        help="After SIGINT/SIGTERM, refuse new requests (503) and give running "
+                             "ones this long to finish before aborting them: 0, 30s, 2m, "
+                             "never; a second signal aborts at once (default: 10s)")
     parser.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error", "critical"])
     parser.add_argument("--log-json", action="store_true", help="Log one JSON object per line")
+    _distributed.add_arguments(parser)
     add_engine_arguments(parser)
 
 
@@ -94,11 +111,30 @@ def handle(args: argparse.Namespace, out: Output) -> int:
         prompt_cache=max(0, args.prompt_cache),
         log_level=args.log_level,
         log_json=args.log_json,
+        shutdown_grace=parse_duration(args.shutdown_grace),
         cpu_dtype=args.cpu_dtype,
         threads=args.threads,
     )
+    _distributed.check_arguments(args)
+    if args.distributed and config.max_loaded_models > 1:
+        raise ValidationError("--distributed serves one model at a time; "
+                              "leave --max-loaded-models at 1")
+    if args.distributed and (args.cpu_dtype == "float32" or args.threads):
+        raise ValidationError("--cpu-dtype float32 and --threads apply to single-machine "
+                              "serving; --distributed keeps the model as stored")
     configure_logging(config.log_level, config.log_json)
-    worker = Worker()
+    log = logging.getLogger("mlxk2.server")  # one log format, JSON included
+    fault = _distributed.ServeFault()
+    leader = _distributed.join(args, fault.report) if args.distributed else None
+    if args.distributed and leader is None:
+        return 0  # a follower: rank 0 binds, answers and decides
+    try:
+        sock = bind_socket(config.host, config.port)  # a busy port fails before any model loads
+    except BaseException:
+        if leader is not None:
+            leader.stop()
+        raise
+    worker = Worker() if leader is None else _distributed.serving_worker(leader, fault)
     worker.start()
     provider = ModelProvider(
         worker,
@@ -107,29 +143,39 @@ def handle(args: argparse.Namespace, out: Output) -> int:
         max_batch=config.max_concurrency,
         prompt_cache=config.prompt_cache,
         loader=engine_loader(config.cpu_dtype, config.threads),
+        open_batch=getattr(worker, "open_batch", None),
     )
     data = {"host": config.host, "port": config.port, "model": config.model,
             "stopped": True}
     _stop_on_signals()
     try:
         if config.model:
-            logging.getLogger("mlxk2.server").info("loading %s ...", config.model)
+            log.info("loading %s ...", config.model)
             provider.preload(config.model)
-        sock = bind_socket(config.host, config.port)  # a busy port fails here, as an envelope
     except KeyboardInterrupt:
+        sock.close()
         worker.stop(timeout=1)
-        return out.success("server", data, render=lambda d, o: "Server stopped.")
+        return _stopped(out, data, log_json=config.log_json)
     except BaseException:
+        sock.close()
         worker.stop()
         raise
     url = f"http://{config.host}:{config.port}"
     loopback = config.host in ("127.0.0.1", "localhost", "::1")
     scope = "loopback only" if loopback else "reachable from the network"
-    log = logging.getLogger("mlxk2.server")  # one log format, JSON included
     log.info("mlxk2 server on %s (%s); OpenAI base URL %s/v1", url, scope, url)
     if not loopback and config.api_key is None:
         log.warning("listening beyond this machine without --api-key: anyone who can "
                     "reach %s can use it", url)
     app = create_app(config, provider)
+    fault.state = app.state.mlxk
     run_app(app, config, sock)
+    return _stopped(out, data, log_json=config.log_json)
+
+
+def _stopped(out: Output, data: dict[str, object], *, log_json: bool) -> int:
+    """The closing line: a log record with --log-json, so a log shipper sees only JSON."""
+    if log_json:
+        logging.getLogger("mlxk2.server").info("Server stopped.")
+        return out.success("server", data)
     return out.success("server", data, render=lambda d, o: "Server stopped.")

@@ -16,10 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def handle(args: argparse.Namespace, out: Output) -> int:
     from mlxk2.ops.show import show_model
-    from mlxk2.output.format import human_size
     from mlxk2.output.listing import render_show
 
-    data = show_model(args.model, files=args.files, config=args.config)
-    for entry in data.get("files", []):
-        entry["size"] = human_size(entry.pop("size_bytes"))
-    return out.success("show", data, render_show)
+    return out.success("show", show_model(args.model, files=args.files, config=args.config),
+                       render_show)

@@ -51,6 +51,9 @@ CHAT_TEMPLATE = (
 )
 
 _DTYPES = ("bfloat16", "float16", "float32")
+#: mlx-lm architectures the builder can make: llama (tensor parallel in mlx-lm)
+#: and qwen2 (tensor and pipeline parallel), as ``model_type`` -> ``architectures``.
+ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
 
 
 def corpus_text() -> str:
@@ -143,8 +146,9 @@ def build_demo_model(
     dtype: str = "bfloat16",
     seed: int = 0,
     chat_template: bool = True,
+    architecture: str = "llama",
 ) -> Path:
-    """Write a llama-architecture MLX model with random weights into ``dest``.
+    """Write a llama-architecture (or qwen2) MLX model with random weights into ``dest``.
 
     Args:
         dest: Target folder; created if missing. Existing files are overwritten.
@@ -153,13 +157,17 @@ def build_demo_model(
         dtype: Parameter dtype before quantisation.
         seed: Seed for MLX's initialisers, so the same arguments give the same weights.
         chat_template: Include a ChatML template (a chat model) or not (a base model).
+        architecture: A key of :data:`ARCHITECTURES`.
 
     Returns:
         ``dest``.
 
     Raises:
-        ValueError: For an unknown preset, dtype or bit width.
+        ValueError: For an unknown preset, dtype, bit width or architecture.
     """
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {architecture!r}; "
+                         f"choose from {', '.join(ARCHITECTURES)}")
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
     if dtype not in _DTYPES:
@@ -178,8 +186,8 @@ def build_demo_model(
     )
     eos_ids = [ids[EOS_TOKEN], ids[TURN_END]] if chat_template else [ids[EOS_TOKEN]]
     config: dict[str, Any] = {
-        "model_type": "llama",
-        "architectures": ["LlamaForCausalLM"],
+        "model_type": architecture,
+        "architectures": [ARCHITECTURES[architecture]],
         **sizes,
         "vocab_size": ids["vocab_size"],
         "rms_norm_eps": 1e-5,
@@ -207,4 +215,72 @@ def build_demo_model(
     save_model(dest, model)
     save_config(config, dest / "config.json")
     (dest / "README.md").write_text(_model_card(preset, quantize_bits, chat_template))
+    return dest
+
+
+#: The demo embedding model: a 2-layer BERT in the sentence-transformers layout.
+EMBED_SIZES = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+               "intermediate_size": 128, "max_position_embeddings": 512}
+EMBED_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+def build_demo_embedding_model(dest: Path, *, seed: int = 0) -> Path:
+    """Write a tiny random-weight BERT encoder with mean pooling and Normalize into ``dest``.
+
+    The WordPiece tokenizer is trained on the shipped corpus, the weights come
+    from MLX's seeded initialisers, and the files follow the sentence-transformers
+    layout (``modules.json``, ``1_Pooling``, ``2_Normalize``) with Hugging Face
+    weight names, as a real encoder repo has them.
+    """
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+
+    from mlxk2.engine.embed import BertModel, EncoderArgs, hf_weight_name
+
+    dest = Path(dest)
+    (dest / "1_Pooling").mkdir(parents=True, exist_ok=True)
+    (dest / "2_Normalize").mkdir(exist_ok=True)
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(vocab_size=VOCAB_SIZE, show_progress=False,
+                                        special_tokens=list(EMBED_SPECIAL_TOKENS))
+    tokenizer.train_from_iterator(corpus_text().splitlines(), trainer)
+    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
+    tokenizer.save(str(dest / "tokenizer.json"))
+    config = {"model_type": "bert", "architectures": ["BertModel"], **EMBED_SIZES,
+              "vocab_size": tokenizer.get_vocab_size(), "type_vocab_size": 2,
+              "layer_norm_eps": 1e-12, "hidden_act": "gelu", "pad_token_id": 0,
+              "torch_dtype": "float32"}
+    mx.random.seed(seed)
+    model = BertModel(EncoderArgs.from_config(config))
+    flat = tree_flatten(model.parameters())
+    assert isinstance(flat, list)  # a module's parameters flatten to (name, array) pairs
+    weights = {hf_weight_name(k): v for k, v in flat}
+    mx.save_safetensors(str(dest / "model.safetensors"), weights, metadata={"format": "pt"})
+    files: dict[str, Any] = {
+        "config.json": config,
+        "tokenizer_config.json": {"tokenizer_class": "BertTokenizer", "do_lower_case": True,
+                                  "model_max_length": 128},
+        "modules.json": [
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Pooling",
+             "type": "sentence_transformers.models.Pooling"},
+            {"idx": 2, "name": "2", "path": "2_Normalize",
+             "type": "sentence_transformers.models.Normalize"},
+        ],
+        "1_Pooling/config.json": {"word_embedding_dimension": EMBED_SIZES["hidden_size"],
+                                  "pooling_mode_mean_tokens": True},
+        "sentence_bert_config.json": {"max_seq_length": 128, "do_lower_case": False},
+    }
+    for name, content in files.items():
+        (dest / name).write_text(json.dumps(content, indent=2) + "\n")
+    (dest / "README.md").write_text(
+        "---\nlibrary_name: sentence-transformers\ntags:\n- mlxk2-demo\n"
+        "pipeline_tag: sentence-similarity\n---\n# mlxk2 demo embedding model\n\n"
+        "Random weights, built offline by `mlxk2 demo --embedding`; its vectors carry no "
+        "meaning.\n")
     return dest

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlxk2.errors import ModelIncompatibleError, ModelNotFoundError
+from mlxk2.cache.config import context_length
+from mlxk2.cache.layout import snapshot_repo_id
+from mlxk2.errors import MlxkError, ModelIncompatibleError, ModelNotFoundError, ModelUnhealthyError
 
 if TYPE_CHECKING:
     from mlxk2.engine.blas import BlasStatus
@@ -34,16 +37,6 @@ REASONING_TOKENS = frozenset(
 #: transformers' tokenizer logger; its "sequence length is longer than the specified
 #: maximum" warning duplicates the context check that generation reports itself.
 _TOKENIZER_LOGGER = "transformers.tokenization_utils_base"
-#: Config keys that hold the context length, most specific first.
-CONTEXT_KEYS = (
-    "max_position_embeddings",
-    "max_sequence_length",
-    "max_seq_len",
-    "seq_length",
-    "n_positions",
-    "n_ctx",
-    "model_max_length",
-)
 
 
 @dataclass
@@ -66,16 +59,6 @@ class LoadedModel:
     load_s: float = 0.0
     cpu_dtype: DtypeChoice | None = None
     blas: BlasStatus | None = None
-
-
-def context_length(config: dict[str, Any]) -> int | None:
-    """The context window from ``config.json`` keys, also inside ``text_config``."""
-    for source in (config, config.get("text_config") or {}):
-        for key in CONTEXT_KEYS:
-            value = source.get(key)
-            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-                return value
-    return None
 
 
 def stop_token_ids(tokenizer: Any) -> frozenset[int]:
@@ -102,10 +85,7 @@ def hidden_special_tokens(tokenizer: Any, stops: frozenset[int]) -> dict[int, st
 
 def display_name(path: Path) -> str:
     """``org/name`` for a cache snapshot folder (never its hash), else the path as given."""
-    repo_folder = path.parent.parent.name
-    if path.parent.name == "snapshots" and repo_folder.startswith("models--"):
-        return repo_folder.removeprefix("models--").replace("--", "/", 1)
-    return str(path)
+    return snapshot_repo_id(path) or str(path)
 
 
 def _first_line(exc: BaseException, limit: int = 200) -> str:
@@ -115,7 +95,26 @@ def _first_line(exc: BaseException, limit: int = 200) -> str:
     return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
 
 
-def load_model(path: Path, name: str | None = None, *, cpu_dtype: str = "native",
+def _tokenizer_error(path: Path, shown: str, exc: Exception) -> MlxkError:
+    """Unhealthy when tokenizer.json is broken, else incompatible; both name the file."""
+    from mlxk2.cache.integrity import TOKENIZER_JSON, tokenizer_document_problem
+
+    source = path / TOKENIZER_JSON
+    if source.is_file():
+        try:
+            problem = tokenizer_document_problem(source.read_bytes())
+        except OSError as read_error:
+            problem = f"{TOKENIZER_JSON} unreadable: {read_error.strerror}"
+        if problem is not None:
+            return ModelUnhealthyError(f"Cannot load '{shown}': {problem}", model=shown)
+    named = next((f for f in ("tokenizer.json", "tokenizer.model", "tiktoken.model", "vocab.json")
+                  if (path / f).exists()), "tokenizer_config.json")
+    return ModelIncompatibleError(
+        f"Cannot load the tokenizer of '{shown}' from {named}: {_first_line(exc)}", model=shown)
+
+
+def load_model(path: Path, name: str | None = None,
+               shard: Callable[[Any], None] | None = None, *, cpu_dtype: str = "native",
                threads: int | None = None) -> LoadedModel:
     """Load weights and tokenizer from a local model folder with mlx-lm.
 
@@ -124,6 +123,8 @@ def load_model(path: Path, name: str | None = None, *, cpu_dtype: str = "native"
             weights and tokenizer files.
         name: The model as the user named it, for error messages (default: the
             repo id of a cache snapshot, else ``path`` as given).
+        shard: Splits the model over ranks before its weights are read (see
+            :func:`mlxk2.engine.distributed.sharder`), so each rank reads only its part.
         cpu_dtype: ``native``, ``float32`` or ``auto`` (see :mod:`mlxk2.engine.dtype`).
         threads: OpenBLAS threads (see :func:`mlxk2.engine.blas.ensure_blas`).
 
@@ -132,7 +133,9 @@ def load_model(path: Path, name: str | None = None, *, cpu_dtype: str = "native"
 
     Raises:
         ModelNotFoundError: ``path`` is not an existing folder (no Hub fallback).
-        ModelIncompatibleError: mlx-lm cannot build or load the model.
+        ModelIncompatibleError: mlx-lm cannot build or load the model, or its
+            tokenizer (the message names the file).
+        ModelUnhealthyError: ``tokenizer.json`` is not valid JSON or not a tokenizer.
     """
     path = Path(path)
     if not path.is_dir():
@@ -147,18 +150,26 @@ def load_model(path: Path, name: str | None = None, *, cpu_dtype: str = "native"
 
     from mlxk2.engine.dtype import apply_cpu_dtype
 
+    shown = name or display_name(path)
     try:
-        model, config = mlx_load_model(path)
+        model, config = mlx_load_model(path, lazy=shard is not None)
+        if shard is not None:
+            import mlx.core as mx
+
+            shard(model)
+            mx.eval(model.parameters())
+    except (TypeError, AttributeError, ValueError, KeyError, RuntimeError, OSError) as exc:
+        # A config mlx-lm's model classes cannot build, or weights that do not fit it.
+        raise ModelIncompatibleError(
+            f"mlx-lm cannot load '{shown}': {_first_line(exc)}", model=shown
+        ) from exc
+    try:
         # mlx-lm's load_tokenizer has no type hints.
         tokenizer = load_tokenizer(  # type: ignore[no-untyped-call]
             path, eos_token_ids=config.get("eos_token_id")
         )
-    except (TypeError, AttributeError, ValueError, KeyError, RuntimeError, OSError) as exc:
-        # A config mlx-lm's model classes cannot build, or weights that do not fit it.
-        shown = name or display_name(path)
-        raise ModelIncompatibleError(
-            f"mlx-lm cannot load '{shown}': {_first_line(exc)}", model=shown
-        ) from exc
+    except Exception as exc:  # the tokenizers library raises bare Exception for a bad file
+        raise _tokenizer_error(path, shown, exc) from exc
     choice = apply_cpu_dtype(model, cpu_dtype, blas_active=blas.active)
     stops = stop_token_ids(tokenizer)
     tokenizer.eos_token_ids = stops

@@ -21,9 +21,8 @@ from mlxk2.errors import (
     NetworkError,
     OperationError,
     PermissionDeniedError,
-    ValidationError,
 )
-from mlxk2.resolve import expand_repo_id, validate_model_name
+from mlxk2.resolve import expand_repo_id, split_revision, validate_model_name
 
 T = TypeVar("T")
 REJECTED_TOKEN = "Invalid credentials in Authorization header"  # the Hub's X-Error-Message
@@ -37,11 +36,9 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
     Raises:
         ValidationError: empty, too long or malformed name, or an empty revision.
     """
-    name, sep, rev = spec.partition("@")
+    name, rev = split_revision(spec)
     validate_model_name(name)
-    if sep and not rev.strip():
-        raise ValidationError(f"Empty revision in '{spec}'")
-    return expand_repo_id(name), rev or None
+    return expand_repo_id(name), rev
 
 
 def hub_message(exc: BaseException) -> str:
@@ -118,30 +115,32 @@ def run_interruptible(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     running file finishes; waiting here instead delivers KeyboardInterrupt at once.
     The caller then decides how to stop (the CLI exits without joining the pool).
     """
-    outcome: dict[str, Any] = {}
+    values: list[T] = []
+    errors: list[BaseException] = []
 
     def target() -> None:
         try:
-            outcome["value"] = fn(*args, **kwargs)
+            values.append(fn(*args, **kwargs))
         except BaseException as exc:  # handed to the waiting thread below
-            outcome["error"] = exc
+            errors.append(exc)
 
     worker = threading.Thread(target=target, name="mlxk2-hub", daemon=True)
     worker.start()
     while worker.is_alive():
         worker.join(0.1)
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
+    if errors:
+        raise errors[0]
+    return values[0]
 
 
 def quiet_tqdm() -> type:
     """A progress class that never draws, for JSON mode and non-terminals."""
-    from huggingface_hub.utils import tqdm as hf_tqdm
+    from huggingface_hub.utils.tqdm import tqdm as hf_tqdm
 
     class QuietTqdm(hf_tqdm):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             kwargs["disable"] = True
-            super().__init__(*args, **kwargs)
+            # huggingface_hub's tqdm.__init__ carries no annotations.
+            super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
 
     return QuietTqdm

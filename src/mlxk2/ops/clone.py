@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlxk2.cache.files import remove_tree
 from mlxk2.cache.layout import overlaps_cache
 from mlxk2.errors import (
     AccessDeniedError,
@@ -84,23 +85,24 @@ def clone(spec: str, target_dir: str, *, tqdm_class: type | None = None,
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         snapshot = _download(repo_id, revision, cache, tqdm_class, token)
-        _remove(staging)
+        remove_tree(staging, ignore_errors=True)
         count = _copy_tree(snapshot, staging)
         if target.exists():
             _move_into(staging, target)  # an existing empty folder, maybe the shell's cwd
         else:
             os.replace(staging, target)
     except KeyboardInterrupt:
-        _remove(staging)  # the temporary cache stays: the next clone resumes from it
+        # the temporary cache stays: the next clone resumes from it
+        remove_tree(staging, ignore_errors=True)
         raise
     except Exception as exc:
-        _remove(staging)
+        remove_tree(staging, ignore_errors=True)
         error = _classify(translate(exc, CloneFailedError, repo_id, data(repo_id, "failed")),
                           exc, target_dir)
         if not isinstance(error, NetworkError):
-            _remove(cache)
+            remove_tree(cache, ignore_errors=True)
         raise error from exc
-    _remove(cache)
+    remove_tree(cache, ignore_errors=True)
     return CloneResult(repo_id, target_dir, target, count)
 
 
@@ -175,7 +177,7 @@ def _clonefile(src: Path, dst: Path) -> bool:
         result = libc.clonefile(os.fsencode(src), os.fsencode(dst), 0)
     except (OSError, AttributeError):
         return False
-    return result == 0
+    return bool(result == 0)
 
 
 def _move_into(staging: Path, target: Path) -> None:
@@ -185,10 +187,3 @@ def _move_into(staging: Path, target: Path) -> None:
     for entry in entries:
         os.replace(entry, target / entry.name)
     staging.rmdir()
-
-
-def _remove(path: Path) -> None:
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import io
 import json
 import os
 import secrets
@@ -26,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from mlxk2.cache.config import read_config
-from mlxk2.cache.integrity import WEIGHT_FORMATS, check_integrity, workspace_report
+from mlxk2.cache.files import WEIGHT_FORMATS, folder_bytes
+from mlxk2.cache.integrity import check_integrity, workspace_report
 from mlxk2.cache.layout import cache_root, overlaps_cache
 from mlxk2.cache.runtime import runtime_reason
 from mlxk2.cache.safetensors import SafetensorsError, read_header
@@ -183,7 +183,7 @@ def run_convert(plan: ConvertPlan, progress: Progress | None = None) -> ConvertR
         PermissionDeniedError, FilesystemError: Writing failed (nothing is kept).
     """
     report = progress or (lambda stage, done, total: None)
-    before = _folder_bytes(plan.source_dir)
+    before = folder_bytes(plan.source_dir, skip_hidden=True)
     target = plan.target_dir
     with _filesystem_errors(target):
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -328,56 +328,36 @@ def _write_repaired(plan: ConvertPlan, dest: Path, report: Progress) -> None:
 
 
 def _write_quantized(plan: ConvertPlan, dest: Path, report: Progress) -> None:
-    from mlx_lm.utils import load_model, quantize_model
+    from mlxk2.engine import convert as engine
 
+    bits, group_size = plan.bits, plan.group_size
+    if bits is None or group_size is None:  # plan_convert sets both for quantize plans
+        raise ValidationError("--quantize needs a bit width and a group size")
     report("Loading", 0, 3)
-    model, config = _load(plan, load_model)
+    model, config = engine.load_lazy(plan.source_dir, plan.source)
     report("Quantising", 1, 3)
-    with contextlib.redirect_stdout(io.StringIO()):  # mlx-lm prints a bits-per-weight line
-        model, config = quantize_model(model, config, plan.group_size, plan.bits)
+    model, config = engine.quantize(model, config, group_size, bits)
     report("Saving", 2, 3)
     _save(plan, model, config, dest, report)
 
 
 def _write_cast(plan: ConvertPlan, dest: Path, report: Progress) -> None:
-    import mlx.core as mx
-    from mlx.utils import tree_map_with_path
-    from mlx_lm.utils import load_model
+    from mlxk2.engine import convert as engine
 
     report("Loading", 0, 3)
-    model, config = _load(plan, load_model)
+    model, config = engine.load_lazy(plan.source_dir, plan.source)
     report("Casting", 1, 3)
-    target = getattr(mx, str(plan.dtype))
-    castable = getattr(model, "cast_predicate", lambda _: True)
-
-    def cast(path: str, value: Any) -> Any:
-        # Packed quantised weights are integers and stay as they are.
-        if castable(path) and mx.issubdtype(value.dtype, mx.floating):
-            return value.astype(target)
-        return value
-
-    model.update(tree_map_with_path(cast, model.parameters()))
-    config["torch_dtype"] = plan.dtype
+    config = engine.cast(model, config, str(plan.dtype))
     report("Saving", 2, 3)
     _save(plan, model, config, dest, report)
-
-
-def _load(plan: ConvertPlan, load_model: Callable[..., Any]) -> tuple[Any, dict[str, Any]]:
-    """mlx-lm's loader, lazily: weights are read as they are converted."""
-    try:
-        return load_model(plan.source_dir, lazy=True)
-    except (ValueError, FileNotFoundError) as exc:
-        raise ModelIncompatibleError(f"mlx-lm cannot load {plan.source}: {exc}") from exc
 
 
 def _save(
     plan: ConvertPlan, model: Any, config: dict[str, Any], dest: Path, report: Progress
 ) -> None:
-    from mlx_lm.utils import save_config, save_model
+    from mlxk2.engine import convert as engine
 
-    save_model(dest, model, donate_model=True)
-    keep_vision = "vision_tower" in getattr(model, "model", {})
-    save_config(config, dest / "config.json", keep_vision_config=keep_vision)
+    engine.save(model, config, dest)
     report("Saving", 3, 3)
 
     def replaced(name: str) -> bool:
@@ -416,11 +396,3 @@ def _filesystem_errors(target: Path) -> Iterator[None]:
         raise PermissionDeniedError(f"Permission denied writing near '{target}': {exc}") from exc
     except OSError as exc:
         raise FilesystemError(f"Cannot write '{target}': {exc}") from exc
-
-
-def _folder_bytes(folder: Path) -> int:
-    total = 0
-    for name in _relative_files(folder):
-        with contextlib.suppress(OSError):
-            total += (folder / name).stat().st_size
-    return total

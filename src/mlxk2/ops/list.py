@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mlxk2.cache.inspect import ModelInfo, inspect_model
-from mlxk2.cache.layout import CachedRepo, cache_root, iter_cached_repos
-from mlxk2.resolve import ResolvedModel
+from mlxk2.cache.layout import CachedRepo, ResolvedModel, cache_root, iter_cached_repos
+
+
+@dataclass(frozen=True)
+class ListResult:
+    """The ``list`` data: every matching model with both checks."""
+
+    models: tuple[ModelInfo, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"models": [m.to_dict() for m in self.models], "count": len(self.models)}
+
+
+def list_result(pattern: str | None = None, root: Path | None = None) -> ListResult:
+    """:func:`list_models` as the typed result the ``list`` command reports."""
+    return ListResult(tuple(list_models(pattern, root)))
 
 
 def list_models(pattern: str | None = None, root: Path | None = None) -> list[ModelInfo]:

@@ -19,12 +19,16 @@ import hashlib
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from mlxk2.cache.files import file_digest, sha256_file
 from mlxk2.errors import AuthError, MlxkError, PushFailedError, ValidationError
 from mlxk2.ops._hub import run_interruptible, translate
 from mlxk2.ops.clone import CLONE_CACHE_SUFFIX, STAGING_SUFFIX
 from mlxk2.resolve import validate_model_name
+
+if TYPE_CHECKING:
+    from huggingface_hub.hf_api import RepoFile
 
 DISCLAIMER = "Experimental feature (M0: upload only). No validation/filters; review on the Hub."
 IGNORE_FILE = ".hfignore"
@@ -125,7 +129,7 @@ def push(workspace: str, repo_id: str, *, create: bool = False, private: bool = 
                           "Check-only: no upload performed.", check_only=True,
                           workspace_health=workspace_health(folder.resolve(), files))
     from huggingface_hub import get_token
-    from huggingface_hub.utils import disable_progress_bars
+    from huggingface_hub.utils.tqdm import disable_progress_bars
 
     token = token or get_token()
     if not token:
@@ -198,20 +202,13 @@ def _compare(api: Any, repo_id: str, branch: str,
     return added, modified, deleted
 
 
-def _differs(local: Path, remote: Any) -> bool:
+def _differs(local: Path, remote: RepoFile) -> bool:
     size = local.stat().st_size
     if size != remote.size:
         return True
     if remote.lfs is not None:
-        return _digest(local, hashlib.sha256()) != remote.lfs.sha256
-    return _digest(local, hashlib.sha1(b"blob %d\0" % size)) != remote.blob_id
-
-
-def _digest(path: Path, digest: Any) -> str:
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return sha256_file(local) != remote.lfs.sha256
+    return file_digest(local, hashlib.sha1(b"blob %d\0" % size)) != remote.blob_id
 
 
 def ignore_patterns(folder: Path) -> list[str]:
@@ -238,7 +235,7 @@ def ignore_patterns(folder: Path) -> list[str]:
 
 def upload_set(folder: Path) -> dict[str, Path]:
     """Repo path -> local file, for every file push would send."""
-    from huggingface_hub.utils import filter_repo_objects
+    from huggingface_hub.utils._paths import filter_repo_objects  # not in typed exports
 
     found = {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*"))
              if p.is_file()}

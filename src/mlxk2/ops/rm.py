@@ -12,11 +12,11 @@ as active when another process holds it (an ``flock`` probe fails).
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlxk2.cache.files import remove_tree
 from mlxk2.cache.layout import cache_root, held_locks, repo_folder
 from mlxk2.errors import (
     AmbiguousMatchError,
@@ -125,8 +125,8 @@ def execute_removal(plan: RemovalPlan, *, force: bool = False) -> RemovalResult:
                                       "lock_files": list(plan.active_locks)})
     try:
         if plan.whole_model:
-            _remove_tree(plan.repo_dir)
-            _remove_tree(plan.root / ".locks" / plan.repo_dir.name)
+            remove_tree(plan.repo_dir)
+            remove_tree(plan.root / ".locks" / plan.repo_dir.name)
             return RemovalResult(plan.model, None, f"Successfully deleted {plan.model}")
         assert plan.snapshot is not None
         _remove_snapshot(plan.repo_dir, plan.snapshot)
@@ -155,13 +155,6 @@ def _snapshots(repo_dir: Path) -> list[Path]:
         return []
 
 
-def _remove_tree(path: Path) -> None:
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.exists():
-        shutil.rmtree(path)
-
-
 def _remove_snapshot(repo_dir: Path, snapshot: Path) -> None:
     """One snapshot, the refs naming it, and the blobs no other snapshot links to."""
     blobs = repo_dir / "blobs"
@@ -170,7 +163,7 @@ def _remove_snapshot(repo_dir: Path, snapshot: Path) -> None:
         if other.name != snapshot.name:
             kept.update(_linked_blobs(other, blobs))
     unused = _linked_blobs(snapshot, blobs) - kept
-    _remove_tree(snapshot)
+    remove_tree(snapshot)
     for name in sorted(unused):
         (blobs / name).unlink(missing_ok=True)
     refs = repo_dir / "refs"

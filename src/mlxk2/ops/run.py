@@ -6,13 +6,16 @@ streams (see :mod:`mlxk2.engine.generate`) that the command layer renders.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlxk2.cache.capabilities import ModelType
+from mlxk2.cache.capabilities import Capability
 from mlxk2.cache.inspect import ModelInfo, inspect_model
+from mlxk2.cache.layout import ResolvedModel
+from mlxk2.cache.rules import require
 from mlxk2.engine.batch import ModelBatch
 from mlxk2.engine.chat import (
     PLAIN_TURN_STOP,
@@ -24,8 +27,8 @@ from mlxk2.engine.events import Delta, Event, Finished, collect_events
 from mlxk2.engine.generate import TokenBudget, generate, plan_max_tokens
 from mlxk2.engine.load import LoadedModel, load_model
 from mlxk2.engine.sampling import SamplingParams
-from mlxk2.errors import ModelIncompatibleError, ModelUnhealthyError, ValidationError
-from mlxk2.resolve import ResolvedModel, resolve
+from mlxk2.errors import ModelUnhealthyError, ValidationError
+from mlxk2.resolve import resolve
 
 #: Finished turns whose KV cache a chat keeps: the last one, which the next turn extends.
 CHAT_PROMPT_CACHE = 1
@@ -55,21 +58,7 @@ def check_runnable(spec: str, root: Path | None = None) -> tuple[ResolvedModel, 
     """
     resolved = resolve(spec, root)
     info = inspect_model(resolved)
-    if not info.healthy:
-        raise ModelUnhealthyError(
-            f"Model '{info.name}' is unhealthy: {info.reason}", model=info.name,
-            reason=info.reason,
-        )
-    if info.model_type == ModelType.EMBEDDING.value:
-        raise ModelIncompatibleError(
-            f"Model '{info.name}' is an embedding model; run generates text",
-            model=info.name, reason="embedding model",
-        )
-    if not info.runtime_compatible:
-        raise ModelIncompatibleError(
-            f"Model '{info.name}' cannot run with mlx-lm: {info.reason}", model=info.name,
-            reason=info.reason,
-        )
+    require(info, Capability.TEXT_GENERATION)
     if resolved.path is None:  # inspect reports this as unhealthy; kept for type narrowing
         raise ModelUnhealthyError(f"Model '{info.name}' has no snapshot", model=info.name)
     return resolved, info
@@ -78,21 +67,22 @@ def check_runnable(spec: str, root: Path | None = None) -> tuple[ResolvedModel, 
 def open_model(
     spec: str,
     root: Path | None = None,
-    loader: Callable[..., LoadedModel] = load_model,
+    loader: Callable[..., LoadedModel] | None = None,
     *,
     cpu_dtype: str = "native",
     threads: int | None = None,
 ) -> RunnableModel:
     """:func:`check_runnable`, then load the local snapshot or workspace folder.
 
-    ``loader`` is called as ``loader(path, name=..., cpu_dtype=..., threads=...)``;
-    the name is the one the user knows, for its error messages; ``cpu_dtype`` and
-    ``threads`` are :func:`mlxk2.engine.load.load_model`'s.
+    ``loader`` is called as ``loader(path, name=...)``; the name is the one the
+    user knows, for its error messages. Without one, :func:`load_model` loads with
+    ``cpu_dtype`` and ``threads`` (see there).
     """
     resolved, info = check_runnable(spec, root)
     assert resolved.path is not None
-    loaded = loader(resolved.path, name=resolved.name, cpu_dtype=cpu_dtype, threads=threads)
-    return RunnableModel(resolved, info, loaded)
+    if loader is None:
+        loader = functools.partial(load_model, cpu_dtype=cpu_dtype, threads=threads)
+    return RunnableModel(resolved, info, loader(resolved.path, name=resolved.name))
 
 
 def engine_facts(loaded: LoadedModel) -> dict[str, Any]:
@@ -263,12 +253,14 @@ class RunResult:
 
 
 def run_one_shot(
-    model: RunnableModel, prepared: PreparedPrompt, params: SamplingParams
+    model: RunnableModel, prepared: PreparedPrompt, params: SamplingParams,
+    batch: ModelBatch | None = None,
 ) -> Iterator[Event]:
-    """Events for one prompt prepared by :func:`prepare_one_shot`."""
+    """Events for one prompt prepared by :func:`prepare_one_shot`, in ``batch`` if given
+    (a distributed run's replicated batch), else in a private one."""
     return generate(
         model.loaded, prepared.tokens, params,
-        max_tokens=prepared.budget.max_tokens, stop=prepared.stop,
+        max_tokens=prepared.budget.max_tokens, stop=prepared.stop, batch=batch,
     )
 
 

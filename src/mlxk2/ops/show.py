@@ -3,49 +3,75 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlxk2.cache.config import metadata, read_config
-from mlxk2.cache.inspect import inspect_model
+from mlxk2.cache.config import ModelMetadata, metadata, read_config
+from mlxk2.cache.files import file_kind
+from mlxk2.cache.inspect import ModelInfo, inspect_model
+from mlxk2.output.format import human_size
 from mlxk2.resolve import resolve
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".npz", ".pt", ".pth")
-TOKENIZER_NAMES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt",
-                   "merges.txt", "spiece.model", "sentencepiece.bpe.model")
+
+@dataclass(frozen=True)
+class ModelFile:
+    """One file of the selected snapshot, with its real (blob) size."""
+
+    name: str
+    size_bytes: int
+    kind: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec's file entry; its ``size`` is the human string the spec shows."""
+        return {"name": self.name, "size": human_size(self.size_bytes), "type": self.kind}
+
+
+@dataclass(frozen=True)
+class ShowResult:
+    """The ``show`` data; ``files`` and ``config`` are None unless asked for."""
+
+    model: ModelInfo
+    metadata: ModelMetadata | None
+    files: tuple[ModelFile, ...] | None = None
+    config: dict[str, Any] | None = None
+    config_requested: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "model": self.model.to_dict(),
+            "metadata": self.metadata.to_dict() if self.metadata else None,
+        }
+        if self.files is not None:
+            data["files"] = [f.to_dict() for f in self.files]
+        if self.config_requested:
+            data["config"] = self.config
+        return data
 
 
 def show_model(spec: str, *, files: bool = False, config: bool = False,
-               root: Path | None = None) -> dict[str, Any]:
+               root: Path | None = None) -> ShowResult:
     """The model object plus ``metadata``; ``files`` and ``config`` on request.
 
-    File sizes are raw bytes (``size_bytes``); the spec's human ``size`` string is
-    added by the command layer.
+    Raises:
+        ModelNotFoundError, AmbiguousMatchError, ValidationError: from resolution.
     """
     resolved = resolve(spec, root)
-    data: dict[str, Any] = {"model": inspect_model(resolved).to_dict()}
     raw_config = read_config(resolved.path) if resolved.path else None
-    data["metadata"] = metadata(raw_config)
+    listed = None
     if files:
-        data["files"] = list_files(resolved.path) if resolved.path else []
-    if config:
-        data["config"] = raw_config
-    return data
+        listed = list_files(resolved.path) if resolved.path else ()
+    return ShowResult(
+        model=inspect_model(resolved),
+        metadata=metadata(raw_config),
+        files=listed,
+        config=raw_config if config else None,
+        config_requested=config,
+    )
 
 
-def file_type(name: str) -> str:
-    base = os.path.basename(name)
-    if base.endswith(WEIGHT_SUFFIXES):
-        return "weights"
-    if base in TOKENIZER_NAMES or base.endswith(".tiktoken"):
-        return "tokenizer"
-    if base.endswith(".json") or base.endswith(".jinja"):
-        return "config"
-    return "other"
-
-
-def list_files(path: Path) -> list[dict[str, Any]]:
-    """Files of the selected snapshot, sorted, with their real (blob) sizes."""
+def list_files(path: Path) -> tuple[ModelFile, ...]:
+    """Files of the selected snapshot, sorted by name, with their real (blob) sizes."""
     entries = []
     for dirpath, _dirs, names in os.walk(path):
         for name in names:
@@ -55,5 +81,5 @@ def list_files(path: Path) -> list[dict[str, Any]]:
             except OSError:
                 size = 0
             rel = os.path.relpath(full, path)
-            entries.append({"name": rel, "size_bytes": size, "type": file_type(rel)})
-    return sorted(entries, key=lambda e: e["name"])
+            entries.append(ModelFile(rel, size, file_kind(rel)))
+    return tuple(sorted(entries, key=lambda e: e.name))

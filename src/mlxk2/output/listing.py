@@ -3,28 +3,37 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING
 
+from mlxk2.cache.inspect import ModelInfo
 from mlxk2.output.format import human_size, paint, relative_time, table
 from mlxk2.output.sink import Output
 
+if TYPE_CHECKING:
+    from mlxk2.ops.health import HealthReport
+    from mlxk2.ops.list import ListResult
+    from mlxk2.ops.show import ShowResult
 
-def _health_cell(model: dict[str, Any], out: Output) -> str:
-    if model["health"] != "healthy":
+
+def _health_cell(model: ModelInfo, out: Output) -> str:
+    if not model.healthy:
         return paint("unhealthy", "red", out.color)
-    if not model["runtime_compatible"]:
+    if not model.runtime_compatible:
         return paint("healthy*", "yellow", out.color)
     return paint("healthy", "green", out.color)
 
 
-def _is_runnable(model: dict[str, Any]) -> bool:
-    return model["health"] == "healthy" and model["runtime_compatible"]
+def _reason(model: ModelInfo) -> str:
+    """The spec's reason, else why the model cannot serve its purpose."""
+    refusal = model.refusal()
+    return model.reason or (refusal.reason if refusal else "")
 
 
-def render_list(data: dict[str, Any], out: Output, *, show_all: bool = False,
+def render_list(result: ListResult, out: Output, *, show_all: bool = False,
                 reasons: bool = False, verbose: bool = False) -> str:
-    models = data["models"]
-    shown = models if show_all else [m for m in models if _is_runnable(m)]
+    models = result.models
+    show_all = show_all or reasons  # asking for the reasons means seeing the models they are on
+    shown = models if show_all else tuple(m for m in models if m.refusal() is None)
     hidden = len(models) - len(shown)
     if not shown:
         text = "No models found."
@@ -36,54 +45,57 @@ def render_list(data: dict[str, Any], out: Output, *, show_all: bool = False,
         headers.append("REASON")
     rows = []
     for m in shown:
-        short = (m["hash"] or "-") if verbose else (m["hash"] or "-")[:8]
-        row = [m["name"], short, human_size(m["size_bytes"]),
-               relative_time(m["last_modified"]), m["model_type"], _health_cell(m, out)]
+        short = (m.hash or "-") if verbose else (m.hash or "-")[:8]
+        row = [m.name, short, human_size(m.size_bytes),
+               relative_time(m.last_modified_iso), m.model_type, _health_cell(m, out)]
         if verbose:
-            row[4:4] = [m["framework"], ",".join(m["capabilities"]) or "-"]
+            row[4:4] = [m.framework, ",".join(m.capabilities) or "-"]
         if reasons or show_all:
-            row.append(m["reason"] or "")
+            row.append(_reason(m))
         rows.append(row)
-    text = table(headers, rows)
+    text = table(headers, rows, max_width=out.width, truncated=["NAME"], wrapped=["REASON"])
     if hidden:
         text += f"\n({hidden} more not runnable; use --all to show them)"
     return text
 
 
-def render_health(data: dict[str, Any], out: Output) -> str:
+def render_health(report: HealthReport, out: Output) -> str:
     lines = []
-    for entry in data["healthy"]:
-        lines.append(f"{paint('ok', 'green', out.color)}   {entry['name']}")
-    for entry in data["unhealthy"]:
-        lines.append(f"{paint('FAIL', 'red', out.color)} {entry['name']}: {entry['reason']}")
-    s = data["summary"]
-    lines.append(f"{s['total']} checked: {s['healthy_count']} healthy, "
-                 f"{s['unhealthy_count']} unhealthy")
+    for entry in report.healthy:
+        lines.append(f"{paint('ok', 'green', out.color)}   {entry.name}")
+    for entry in report.unhealthy:
+        lines.append(f"{paint('FAIL', 'red', out.color)} {entry.name}: {entry.reason}")
+    lines.append(f"{report.total} checked: {len(report.healthy)} healthy, "
+                 f"{len(report.unhealthy)} unhealthy")
     return "\n".join(lines)
 
 
-def render_show(data: dict[str, Any], out: Output) -> str:
-    m = data["model"]
+def render_show(result: ShowResult, out: Output) -> str:
+    m = result.model
+    refusal = m.refusal()
+    stamp = m.last_modified_iso
     rows = [
-        ("Name", m["name"]),
-        ("Hash", m["hash"] or "-"),
-        ("Location", "cache" if m["cached"] else "workspace"),
-        ("Size", human_size(m["size_bytes"])),
-        ("Modified", f"{m['last_modified']} ({relative_time(m['last_modified'])})"),
-        ("Framework", m["framework"]),
-        ("Type", m["model_type"]),
-        ("Capabilities", ", ".join(m["capabilities"]) or "-"),
-        ("Health", m["health"] + (f" ({m['reason']})" if m["health"] != "healthy" else "")),
-        ("Runnable", "yes" if m["runtime_compatible"] else f"no ({m['reason']})"),
+        ("Name", m.name),
+        ("Hash", m.hash or "-"),
+        ("Location", "cache" if m.cached else "workspace"),
+        ("Size", human_size(m.size_bytes)),
+        ("Modified", f"{stamp} ({relative_time(stamp)})"),
+        ("Framework", m.framework),
+        ("Type", m.model_type),
+        ("Capabilities", ", ".join(m.capabilities) or "-"),
+        ("Health", m.health + (f" ({m.reason})" if not m.healthy else "")),
+        ("Runnable", "yes" if refusal is None else f"no ({refusal.reason})"),
     ]
-    for key, value in (data.get("metadata") or {}).items():
-        if value is not None:
-            rows.append((key.replace("_", " ").capitalize(), str(value)))
+    if result.metadata is not None:
+        for key, value in result.metadata.to_dict().items():
+            if value is not None:
+                rows.append((key.replace("_", " ").capitalize(), str(value)))
     width = max(len(k) for k, _ in rows)
     text = "\n".join(f"{paint(k.ljust(width), 'bold', out.color)}  {v}" for k, v in rows)
-    if "files" in data:
+    if result.files is not None:
         text += "\n\n" + table(["FILE", "SIZE", "TYPE"],
-                               [[f["name"], f["size"], f["type"]] for f in data["files"]])
-    if data.get("config") is not None:
-        text += "\n\nconfig.json:\n" + json.dumps(data["config"], indent=2)
+                               [[f.name, human_size(f.size_bytes), f.kind]
+                                for f in result.files])
+    if result.config is not None:
+        text += "\n\nconfig.json:\n" + json.dumps(result.config, indent=2)
     return text

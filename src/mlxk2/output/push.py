@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mlxk2.ops.push import PushResult
 from mlxk2.output.format import human_size, paint
 from mlxk2.output.sink import Output
+
+if TYPE_CHECKING:
+    from mlxk2.ops.push import PushResult
 
 
 def render_push(data: dict[str, Any], out: Output, files: PushResult | None = None) -> str:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mlxk2.ops.rm import RemovalPlan
 from mlxk2.output.format import paint
 from mlxk2.output.sink import Output
+
+if TYPE_CHECKING:
+    from mlxk2.ops.rm import RemovalPlan
 
 
 def confirmation_question(plan: RemovalPlan) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, TextIO
 
@@ -31,7 +32,14 @@ _CONTROL_CHARS = dict.fromkeys(
 REASONING_OPEN = "[reasoning]"
 REASONING_CLOSE = "[/reasoning]"
 CHAT_PROMPT = ">>> "
-CHAT_HELP = "Type a message. /clear forgets the conversation, /exit or Ctrl-D leaves."
+CHAT_HELP = "Type a message. /help lists the commands; /exit, Ctrl-D or Ctrl-C twice leaves."
+CHAT_COMMANDS = """\
+/clear  forget the conversation and start a new one
+/exit   leave (also /quit, /bye, Ctrl-D, or Ctrl-C twice at the prompt)
+/help   show this list
+Ctrl-C while a reply streams stops the reply."""
+#: Seconds within which a second Ctrl-C at the prompt leaves, as in Node's REPL and Ollama.
+LEAVE_WINDOW = 2.0
 
 
 def strip_controls(text: str) -> str:
@@ -180,7 +188,8 @@ def chat_loop(
     """Interactive chat until ``/exit`` or end of input.
 
     Ctrl-C while a reply streams stops that reply and returns to the prompt;
-    Ctrl-C at the prompt clears the line. Stdout gets each reply and a newline,
+    Ctrl-C at the prompt clears the line, and a second one within
+    :data:`LEAVE_WINDOW` seconds leaves. Stdout gets each reply and a newline,
     one per turn, so with an empty ``prompt`` (input from a pipe: no greeting,
     no prompts) it holds nothing else.
 
@@ -199,6 +208,7 @@ def chat_loop(
     decor = prompt_stream or out.stdout
     if prompt:
         out.warn(f"Chatting with {model_name}. {CHAT_HELP}")
+    interrupted_at: float | None = None
     while True:
         try:
             line = read_line(prompt)
@@ -208,12 +218,21 @@ def chat_loop(
                 decor.flush()
             if isinstance(exc, EOFError):
                 return 0
+            now = time.monotonic()
+            if interrupted_at is not None and now - interrupted_at < LEAVE_WINDOW:
+                return 0
+            interrupted_at = now
+            out.warn("(press Ctrl-C again to leave, or type /exit)")
             continue
+        interrupted_at = None
         text = line.strip()
         if not text:
             continue
         if text in ("/exit", "/quit", "/bye"):
             return 0
+        if text == "/help":
+            out.warn(CHAT_COMMANDS)
+            continue
         if text == "/clear":
             session.clear()
             out.warn("(conversation cleared)")

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO, TypeVar, runtime_checkable
 
 from mlxk2.errors import MlxkError
 from mlxk2.output.envelope import dumps, error_envelope, success_envelope
-from mlxk2.output.format import color_enabled
+from mlxk2.output.format import color_enabled, terminal_width
 
+
+@runtime_checkable
+class Result(Protocol):
+    """A typed op result; ``to_dict`` is its envelope ``data``."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+Data = TypeVar("Data", bound="dict[str, Any] | Result | None")
 Renderer = Callable[[dict[str, Any], "Output"], str]
 
 
@@ -22,14 +31,20 @@ class Output:
         self.stdout = stdout or sys.stdout
         self.stderr = stderr or sys.stderr
         self.color = (not json_mode) and color_enabled(self.stdout)
+        #: Columns human tables must fit in; None when nothing limits them (a pipe).
+        self.width = None if json_mode else terminal_width(self.stdout)
 
-    def success(self, command: str, data: dict[str, Any] | None,
-                render: Renderer | None = None) -> int:
-        """Print a result: the envelope in JSON mode, else the renderer's text."""
+    def success(self, command: str, data: Data,
+                render: Callable[[Data, Output], str] | None = None) -> int:
+        """Print a result: the envelope in JSON mode, else the renderer's text.
+
+        A typed result goes to the renderer as it is; its ``to_dict`` is the envelope.
+        """
         if self.json:
-            self.write(dumps(success_envelope(command, data)))
+            payload = data.to_dict() if isinstance(data, Result) else data
+            self.write(dumps(success_envelope(command, payload)))
         elif render is not None:
-            text = render(data or {}, self)
+            text = render(data, self)
             if text:
                 self.write(text)
         return 0

@@ -55,12 +55,25 @@ class ServerState:
     metrics: Metrics
     admission: Admission
     draining: bool = False
+    aborted: bool = False
+    #: Why the server can no longer answer (a lost rank); every request gets it.
+    fault: Exception | None = None
     started: float = field(default_factory=time.time)
+
+    def begin_drain(self) -> None:
+        """Refuse new work (503) and let running requests finish."""
+        self.draining = True
+
+    def fail(self, error: Exception) -> None:
+        """Answer every request, ``/health`` included, with ``error`` from now on."""
+        self.fault = error
+        self.draining = True
 
     def begin_shutdown(self) -> None:
         """Refuse new work and end running streams with an error event."""
-        if not self.draining:
-            self.draining = True
+        self.draining = True
+        if not self.aborted:
+            self.aborted = True
             self.provider.worker.abort_all(
                 ServiceUnavailableError("The server is shutting down.", code="shutting_down")
             )

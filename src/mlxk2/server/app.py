@@ -19,6 +19,7 @@ from mlxk2.server._runs import ClientGoneError
 from mlxk2.server._state import Admission, ServerState
 from mlxk2.server.auth import ApiKeyGate
 from mlxk2.server.config import ServerConfig
+from mlxk2.server.embeddings import register as register_embeddings
 from mlxk2.server.endpoints import ROUTERS
 from mlxk2.server.errors import ApiError, ServiceUnavailableError, error_body, to_status_and_body
 from mlxk2.server.metrics import Metrics
@@ -62,6 +63,7 @@ def create_app(config: ServerConfig, provider: ModelProvider,
     _install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    register_embeddings(app)
     app.add_middleware(_Gate, state=state, gate=ApiKeyGate(config.api_key))
     if config.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
@@ -139,6 +141,8 @@ class _Gate:
             self.state.metrics.requests.labels(endpoint, str(status)).inc()
 
     def _refusal(self, scope: Any, path: str) -> Callable[..., Awaitable[None]] | None:
+        if self.state.fault is not None:
+            return _error_app(self.state.fault)
         if self.state.draining:
             return _error_app(ServiceUnavailableError("The server is shutting down.",
                                                       code="shutting_down"))
@@ -158,6 +162,7 @@ def _error_app(exc: Exception) -> Callable[..., Awaitable[None]]:
 def _endpoint_label(path: str) -> str:
     if path.startswith("/v1/models/"):
         return "/v1/models/{id}"
-    if path in ("/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions"):
+    if path in ("/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions",
+                "/v1/embeddings"):
         return path
     return "other"

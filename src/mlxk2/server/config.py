@@ -49,6 +49,8 @@ class ServerConfig:
         max_body_bytes: Largest accepted request body (413 beyond).
         log_level: Python logging level name.
         log_json: One JSON object per log line.
+        shutdown_grace: Seconds running requests may take to finish after SIGINT or
+            SIGTERM before they are aborted; None waits for them however long.
         cpu_dtype: The CPU dtype policy for loaded models (:mod:`mlxk2.engine.dtype`).
         threads: OpenBLAS threads (None: the usable CPUs).
     """
@@ -67,5 +69,6 @@ class ServerConfig:
     max_body_bytes: int = 4 * 1024 * 1024
     log_level: str = "info"
     log_json: bool = False
+    shutdown_grace: float | None = 10.0
     cpu_dtype: str = "native"
     threads: int | None = None

@@ -1,20 +1,15 @@
-"""OpenAI-shaped errors: one table from exception class to HTTP status and body.
+"""OpenAI-shaped errors: HTTP status and body for any exception.
 
-Handlers raise; nothing else in the server picks a status code. A 500 carries a
-fixed message so that paths and tracebacks stay in the server log.
+Library errors carry their status and OpenAI code on their class (:mod:`mlxk2.errors`);
+the server's own are declared here. Handlers raise; nothing else picks a status code.
+A 500 carries a fixed message so that paths and tracebacks stay in the server log.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from mlxk2.errors import (
-    AmbiguousMatchError,
-    ModelIncompatibleError,
-    ModelNotFoundError,
-    ModelUnhealthyError,
-    ValidationError,
-)
+from mlxk2.errors import MlxkError
 
 
 class ApiError(Exception):
@@ -55,24 +50,6 @@ class ServiceUnavailableError(ApiError):
     code = "server_overloaded"
 
 
-class ModelTooLargeError(ModelIncompatibleError, MemoryError):
-    """The model's weights exceed the memory available to load them.
-
-    It is a ``model_incompatible`` error for the CLI (the model cannot run on this
-    machine now) and a 507 for HTTP clients.
-    """
-
-
-#: Library errors by class; the first base class found in an exception's MRO wins.
-_TABLE: dict[type[BaseException], tuple[int, str, str]] = {
-    ModelTooLargeError: (507, "insufficient_storage", "model_too_large"),
-    ModelNotFoundError: (404, "invalid_request_error", "model_not_found"),
-    AmbiguousMatchError: (400, "invalid_request_error", "ambiguous_model"),
-    ModelUnhealthyError: (400, "invalid_request_error", "model_unhealthy"),
-    ModelIncompatibleError: (400, "invalid_request_error", "model_incompatible"),
-    ValidationError: (400, "invalid_request_error", "invalid_value"),
-}
-
 INTERNAL_MESSAGE = "The server failed to process the request."
 
 
@@ -89,10 +66,7 @@ def to_status_and_body(exc: BaseException) -> tuple[int, dict[str, Any]]:
     """
     if isinstance(exc, ApiError):
         return exc.status, error_body(exc.message, exc.kind, exc.param, exc.code)
-    for cls in type(exc).__mro__:
-        entry = _TABLE.get(cls)
-        if entry is not None:
-            status, kind, code = entry
-            message = getattr(exc, "message", None) or str(exc)
-            return status, error_body(message, kind, None, code)
+    if isinstance(exc, MlxkError) and exc.openai_code is not None:
+        return exc.http_status, error_body(exc.message or str(exc), exc.openai_type, None,
+                                           exc.openai_code)
     return 500, error_body(INTERNAL_MESSAGE, "server_error", None, "internal_error")

@@ -6,12 +6,11 @@ import platform
 from collections.abc import Callable
 from pathlib import Path
 
+from mlxk2.cache.files import MLX_WEIGHT_SUFFIXES
 from mlxk2.system import MEMINFO, memory_total_bytes, proc_bytes
 
 #: Returns the bytes currently available for a new model, or None when unknown.
 MemoryProbe = Callable[[], "int | None"]
-
-_WEIGHT_SUFFIXES = (".safetensors", ".npz")
 
 
 def available_memory_bytes(meminfo: Path = MEMINFO) -> int | None:
@@ -26,7 +25,7 @@ def weight_bytes(model_dir: Path) -> int:
     return sum(
         p.stat().st_size
         for p in model_dir.iterdir()
-        if p.name.endswith(_WEIGHT_SUFFIXES) and p.is_file()
+        if p.name.endswith(MLX_WEIGHT_SUFFIXES) and p.is_file()
     )
 
 

@@ -17,19 +17,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlxk2.engine.batch import ModelBatch
-from mlxk2.errors import ModelIncompatibleError, ModelNotFoundError, ModelUnhealthyError
-from mlxk2.server.errors import ModelTooLargeError
+from mlxk2.errors import ModelNotFoundError, ModelTooLargeError, ModelUnhealthyError
 from mlxk2.server.memory import MemoryProbe, available_memory_bytes, weight_bytes
 from mlxk2.server.worker import Worker
 
 if TYPE_CHECKING:
     from mlxk2.cache.inspect import ModelInfo
+    from mlxk2.cache.layout import ResolvedModel
     from mlxk2.engine.load import LoadedModel
-    from mlxk2.resolve import ResolvedModel
+    from mlxk2.server.embed_batcher import EmbeddingBatcher
 
 log = logging.getLogger("mlxk2.server")
 
 Loader = Callable[[Path], "LoadedModel"]
+#: Folder, name, batch size and prompt cache to a started batch (a distributed
+#: server loads on every rank at once this way).
+BatchOpener = Callable[[Path, str, int, int], ModelBatch]
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class Runnable:
     path: Path
     info: ModelInfo
     weight_bytes: int
+    embedding: bool = False
 
 
 @dataclass(eq=False)
@@ -52,6 +56,7 @@ class LoadedEntry:
     weight_bytes: int
     active: int = 0
     last_used: float = field(default_factory=time.monotonic)
+    embedder: EmbeddingBatcher | None = None
 
     @property
     def loaded(self) -> LoadedModel:
@@ -66,14 +71,31 @@ def check_runnable(resolved: ResolvedModel) -> Runnable:
         ModelIncompatibleError: mlx-lm cannot generate text with this model.
     """
     from mlxk2.cache.inspect import inspect_model
+    from mlxk2.cache.rules import require
 
     info = inspect_model(resolved)
-    if not info.healthy:
-        raise ModelUnhealthyError(f"Model '{info.name}' is unhealthy: {info.reason}")
-    if not info.runnable or resolved.path is None:
-        reason = info.reason or f"'{info.model_type}' models cannot generate text"
-        raise ModelIncompatibleError(f"Model '{info.name}' cannot be served: {reason}")
+    require(info, hint="use /v1/embeddings")
+    if resolved.path is None:  # inspect reports this as unhealthy; kept for type narrowing
+        raise ModelUnhealthyError(f"Model '{info.name}' has no snapshot")
     return Runnable(info.name, resolved.path, info, weight_bytes(resolved.path))
+
+
+def check_embeddable(resolved: ResolvedModel) -> Runnable:
+    """The same checks as ``embed``, for ``/v1/embeddings``.
+
+    Raises:
+        ModelUnhealthyError: The files are damaged or incomplete.
+        ModelIncompatibleError: A chat or base model, or an encoder mlxk2 cannot run.
+    """
+    from mlxk2.cache.capabilities import Capability
+    from mlxk2.cache.inspect import inspect_model
+    from mlxk2.cache.rules import require
+
+    info = inspect_model(resolved)
+    require(info, Capability.EMBEDDINGS, hint="use /v1/chat/completions")
+    if resolved.path is None:  # inspect reports this as unhealthy; kept for type narrowing
+        raise ModelUnhealthyError(f"Model '{info.name}' has no snapshot")
+    return Runnable(info.name, resolved.path, info, weight_bytes(resolved.path), embedding=True)
 
 
 def engine_loader(cpu_dtype: str = "native", threads: int | None = None) -> Loader:
@@ -110,6 +132,7 @@ class ModelProvider:
         root: Hub cache to resolve and list models in (default: huggingface_hub's).
         loader: Folder to loaded model (defaults to :func:`mlxk2.engine.load.load_model`).
         memory_probe: Bytes available for a new model, or None when unknown.
+        open_batch: Loads a model and starts its batch, instead of ``loader``.
     """
 
     def __init__(
@@ -123,6 +146,7 @@ class ModelProvider:
         root: Path | None = None,
         loader: Loader | None = None,
         memory_probe: MemoryProbe | None = None,
+        open_batch: BatchOpener | None = None,
     ) -> None:
         self.worker = worker
         self.max_loaded = max(1, max_loaded)
@@ -132,9 +156,11 @@ class ModelProvider:
         self.root = root
         self._load = loader or engine_loader()
         self._memory = memory_probe or available_memory_bytes
+        self._open_batch = open_batch
         self._loaded: OrderedDict[Path, LoadedEntry] = OrderedDict()
         self._loading: dict[Path, asyncio.Future[LoadedEntry]] = {}
         self._workspaces: dict[str, Path] = {}
+        self._capabilities: dict[str, tuple[str, ...]] = {}
         # Specs already resolved to a loaded model: requests for a loaded model skip
         # resolution and the file checks, which would otherwise add to every TTFT.
         self._aliases: dict[str, Path] = {}
@@ -145,12 +171,16 @@ class ModelProvider:
     def loaded_names(self) -> list[str]:
         return [entry.name for entry in self._loaded.values()]
 
-    def runnable(self, spec: str, *, operator: bool = False) -> Runnable:
+    def runnable(self, spec: str, *, operator: bool = False, embedding: bool | None = False,
+                 ) -> Runnable:
         """Resolve and check a model without loading it (blocking file I/O).
 
         Clients may name cache models and the workspaces the operator served
         (``--model``); any other folder path is "does not exist", so a request
         can neither load arbitrary folders nor probe which paths exist.
+
+        ``embedding`` asks for a model ``/v1/embeddings`` can use instead of one
+        that generates text; None takes the model for what it is (``--model``).
 
         Raises:
             ModelNotFoundError: an unknown model, or a path the operator did not serve.
@@ -162,18 +192,24 @@ class ModelProvider:
         resolved = resolve(spec, root=self.root)
         if not operator and not resolved.cached and resolved.name not in self._workspaces:
             raise ModelNotFoundError(f"The model '{spec}' does not exist.")
-        return check_runnable(resolved)
+        if embedding is None:
+            from mlxk2.cache.inspect import inspect_model
 
-    def list_runnable(self) -> list[tuple[str, float]]:
-        """``(name, last_modified)`` of models a request may name, by ``list`` rules
-        (healthy, runtime-compatible, not embedding), plus workspaces served so far."""
+            embedding = inspect_model(resolved).model_type == "embedding"
+        return check_embeddable(resolved) if embedding else check_runnable(resolved)
+
+    def list_runnable(self) -> list[tuple[str, float, tuple[str, ...]]]:
+        """``(name, last_modified, capabilities)`` of models a request may name, by
+        ``list`` rules (healthy, runtime-compatible; generating or embedding), plus
+        workspaces served so far."""
         from mlxk2.ops.list import list_models
 
-        found = [(info.name, info.last_modified) for info in list_models(root=self.root)
-                 if info.runnable]
-        known = {name for name, _ in found}
+        found = [(info.name, info.last_modified, info.capabilities)
+                 for info in list_models(root=self.root) if info.runnable or info.embeddable]
+        known = {name for name, _, _ in found}
         now = time.time()
-        found.extend((name, now) for name in self._workspaces if name not in known)
+        found.extend((name, now, self._capabilities.get(name, ()))
+                     for name in self._workspaces if name not in known)
         return found
 
     # -- loading ---------------------------------------------------------------
@@ -184,20 +220,21 @@ class ModelProvider:
         Raises:
             MlxkError: Resolution, health, runtime, memory or load failures.
         """
-        target = self.runnable(spec, operator=True)
+        target = self.runnable(spec, operator=True, embedding=None)
         self._check_memory(target)
         entry = self.worker.call(self._build_entry, target).result()
         self._remember(target, entry)
         self._aliases[spec] = entry.path
         return entry
 
-    async def acquire(self, spec: str) -> LoadedEntry:
+    async def acquire(self, spec: str, *, embedding: bool = False) -> LoadedEntry:
         """The loaded model for ``spec``, loading it once however many ask at once.
 
-        The caller must :meth:`release` the entry when its request ends.
+        ``embedding`` asks for an embedding model (its ``embedder`` is set). The
+        caller must :meth:`release` the entry when its request ends.
         """
         while True:
-            entry = await self._find_or_load(spec)
+            entry = await self._find_or_load(spec, embedding)
             # A model loaded for us could be unloaded (keep-alive 0, LRU) before we
             # resumed; counting ourselves in only once it is still there is race-free.
             if self._loaded.get(entry.path) is entry:
@@ -208,12 +245,12 @@ class ModelProvider:
         self._aliases[spec] = entry.path
         return entry
 
-    async def _find_or_load(self, spec: str) -> LoadedEntry:
+    async def _find_or_load(self, spec: str, embedding: bool) -> LoadedEntry:
         known = self._aliases.get(spec)
         entry = self._loaded.get(known) if known is not None else None
-        if entry is not None:
+        if entry is not None and (entry.embedder is not None) == embedding:
             return entry
-        target = await asyncio.to_thread(self.runnable, spec)
+        target = await asyncio.to_thread(self.runnable, spec, embedding=embedding)
         entry = self._loaded.get(target.path)
         if entry is not None:
             return entry
@@ -239,15 +276,32 @@ class ModelProvider:
 
     def _build_entry(self, target: Runnable) -> LoadedEntry:
         """Runs on the MLX thread."""
-        loaded = self._load(target.path)
-        log.info("loaded %s in %.2fs", target.name, getattr(loaded, "load_s", 0.0))
-        batch = ModelBatch(loaded, self.max_batch, self.prompt_cache)
+        if target.embedding:
+            return self._build_embedder(target)
+        if self._open_batch is not None:
+            batch = self._open_batch(target.path, target.name, self.max_batch, self.prompt_cache)
+        else:
+            batch = ModelBatch(self._load(target.path), self.max_batch, self.prompt_cache)
+        log.info("loaded %s in %.2fs", target.name, getattr(batch.loaded, "load_s", 0.0))
         return LoadedEntry(target.name, target.path, batch, target.weight_bytes)
+
+    def _build_embedder(self, target: Runnable) -> LoadedEntry:
+        """Runs on the MLX thread. The batcher stands in as the entry's batch, so
+        unloading releases it like any other model."""
+        from mlxk2.engine.embed import load_encoder
+        from mlxk2.server.embed_batcher import EmbeddingBatcher
+
+        encoder = load_encoder(target.path, name=target.name)
+        log.info("loaded %s in %.2fs", target.name, encoder.load_s)
+        embedder = EmbeddingBatcher(encoder, self.worker.call)
+        return LoadedEntry(target.name, target.path, embedder,  # type: ignore[arg-type]
+                           target.weight_bytes, embedder=embedder)
 
     def _remember(self, target: Runnable, entry: LoadedEntry) -> None:
         self._loaded[target.path] = entry
         if not target.info.cached:
             self._workspaces[target.name] = target.path
+            self._capabilities[target.name] = target.info.capabilities
         self.on_change(len(self._loaded))
 
     def _check_memory(self, target: Runnable) -> None:

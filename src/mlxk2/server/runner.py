@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import signal
 import socket
 import sys
@@ -18,8 +19,10 @@ if TYPE_CHECKING:
 
     from mlxk2.server.config import ServerConfig
 
-#: Seconds uvicorn waits for open connections after a signal before cutting them.
+#: Seconds uvicorn waits for open connections once running requests were aborted.
 GRACEFUL_TIMEOUT = 10
+
+log = logging.getLogger("mlxk2.server")
 
 #: How long a thread may hold the GIL while another waits for it. The MLX thread
 #: gives up the GIL during every evaluation and must win it back from the event
@@ -81,24 +84,49 @@ def bind_socket(host: str, port: int) -> socket.socket:
 def run_app(app: FastAPI, config: ServerConfig, sock: socket.socket) -> None:
     """Serve until a signal arrives; return normally so the process can exit 0.
 
-    On SIGINT or SIGTERM the app stops taking requests (503), ends running streams
-    with an error event and ``[DONE]``, and uvicorn closes the remaining connections.
-    A second SIGINT forces the exit.
+    On SIGINT or SIGTERM the app drains: new requests get 503 while running ones
+    have ``config.shutdown_grace`` seconds to finish. Then, or at a second signal,
+    streams still running end with an error event and ``[DONE]``, and uvicorn
+    closes the connections. A third SIGINT forces the exit.
     """
     import uvicorn
 
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     state = app.state.mlxk
+    grace = config.shutdown_grace
 
     class _Server(uvicorn.Server):
+        drain_until: float | None = None
+        announced = False
+
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             # Not recorded in _captured_signals: uvicorn would re-raise it and
             # the process would die by the signal instead of exiting 0.
+            if not state.draining and grace != 0:
+                state.begin_drain()
+                self.drain_until = time.monotonic() + (grace if grace is not None else math.inf)
+                return
             state.begin_shutdown()
             if self.should_exit and sig == signal.SIGINT:
                 self.force_exit = True
             else:
                 self.should_exit = True
+
+        async def on_tick(self, counter: int) -> bool:
+            if self.drain_until is not None and not self.should_exit:
+                # Every request uvicorn is still serving counts, streams included.
+                in_flight = len(self.server_state.tasks)
+                if in_flight and time.monotonic() >= self.drain_until:
+                    log.warning("shutdown grace over: aborting %d request(s)", in_flight)
+                elif in_flight and not self.announced:
+                    self.announced = True  # logged here, not in the signal handler
+                    log.info("draining: %d request(s) in flight may take %s to finish; "
+                             "a second signal aborts them", in_flight,
+                             "as long as they need" if grace is None else f"{grace:g}s")
+                if not in_flight or time.monotonic() >= self.drain_until:
+                    state.begin_shutdown()
+                    self.should_exit = True
+            return await super().on_tick(counter)
 
     uv_config = uvicorn.Config(
         app,

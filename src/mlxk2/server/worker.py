@@ -141,6 +141,10 @@ class Worker:
 
         return self.call(job)
 
+    def cluster(self) -> dict[str, Any] | None:
+        """The distributed group this worker leads, for ``/health`` (None: one process)."""
+        return None
+
     def abort_all(self, error: BaseException) -> None:
         """End every running request with ``error`` (used on shutdown)."""
 

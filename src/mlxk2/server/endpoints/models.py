@@ -37,6 +37,6 @@ def _runnable_models(state: ServerState) -> list[dict[str, Any]]:
     return [
         {"id": name, "object": "model", "created": int(modified),
          "owned_by": name.split("/", 1)[0] if "/" in name and not name.startswith(("/", ".", "~"))
-         else "local"}
-        for name, modified in state.provider.list_runnable()
+         else "local", "capabilities": list(capabilities)}
+        for name, modified, capabilities in state.provider.list_runnable()
     ]

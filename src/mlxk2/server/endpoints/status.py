@@ -18,7 +18,7 @@ router = APIRouter()
 @router.get("/health")
 async def health(request: Request) -> dict[str, Any]:
     state = state_of(request)
-    return {
+    body: dict[str, Any] = {
         "status": "shutting_down" if state.draining else "ok",
         "version": __version__,
         "models": state.provider.describe(),
@@ -27,6 +27,10 @@ async def health(request: Request) -> dict[str, Any]:
         "rss_bytes": rss_bytes(),
         "blas": _blas_state(),
     }
+    cluster = state.provider.worker.cluster()
+    if cluster is not None:
+        body["distributed"] = cluster
+    return body
 
 
 def _blas_state() -> dict[str, Any] | None:
