@@ -96,3 +96,24 @@ def test_run_verbose_names_the_blas_and_the_dtype(demo_cache):
     assert result.code == 0, result.stderr
     assert "BLAS: openblas" in result.stderr and "1 thread;" in result.stderr
     assert "dtype: float32 (from bfloat16)" in result.stderr
+
+
+QUESTIONS = ("What is the capital of France?", "What is 2 + 2?",
+             "What colour is the sky on a clear day?")
+
+
+@pytest.mark.parametrize("question", QUESTIONS)
+def test_dequantised_smollm2_gives_the_quantised_models_greedy_answer(smollm2_dir, tmp_path,
+                                                                     question):
+    """The real SmolLM2 (Q4_1, imported losslessly): float32 changes the arithmetic, not
+    the answer."""
+    answers = {}
+    for policy in ("native", "auto"):
+        result = run_subprocess("run", str(smollm2_dir), question, "--max-tokens", "24",
+                                "--json", "--cpu-dtype", policy, env=cli_env(tmp_path))
+        assert result.code == 0, result.stderr
+        data = json.loads(result.stdout)["data"]
+        answers[data["timings"]["cpu_dtype"]] = data["response"]
+    assert set(answers) == {"4-bit", FLOAT32}
+    assert answers[FLOAT32] == answers["4-bit"]
+    assert answers[FLOAT32].strip()
