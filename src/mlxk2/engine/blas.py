@@ -31,7 +31,6 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass
-from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +43,9 @@ OPENBLAS = "openblas"
 STOCK = "stock"
 ACCELERATE = "accelerate"
 _BUILD_TIMEOUT_S = 120
-_SHIM_SOURCE = "data/blas_shim.c"
+#: Beside this module (package data); read as a file, since importlib.resources alone
+#: would cost ``version`` more than its whole answer.
+_SHIM_SOURCE = Path(__file__).with_name("data") / "blas_shim.c"
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ def cache_dir() -> Path:
 
 
 def _shim_source() -> bytes:
-    return resources.files("mlxk2.engine").joinpath(_SHIM_SOURCE).read_bytes()
+    return _SHIM_SOURCE.read_bytes()
 
 
 def _setup() -> _Setup:
@@ -130,13 +131,19 @@ def _setup() -> _Setup:
     libraries = sorted(lib_dir.glob("libscipy_openblas*.so*"))
     if not libraries:
         return _Setup(reason=f"{OPENBLAS_DIST} has no shared library in {lib_dir}")
-    try:
-        version = metadata.version(OPENBLAS_DIST)
-    except metadata.PackageNotFoundError:
-        version = "unknown"
+    version = _installed_version(lib_dir.parent.parent)
     digest = hashlib.sha256(_shim_source()).hexdigest()[:12]
     shim = cache_dir() / f"blas_shim-{version}-{digest}.so"
     return _Setup(library=libraries[0], version=version, shim=shim)
+
+
+def _installed_version(site: Path) -> str:
+    """The version in ``scipy_openblas32-<version>.dist-info``: importlib.metadata's
+    import alone would cost ``version`` more than the whole answer."""
+    prefix = OPENBLAS_MODULE + "-"
+    for entry in site.glob(f"{prefix}*.dist-info"):
+        return entry.name[len(prefix):-len(".dist-info")]
+    return "unknown"
 
 
 def _record_path(shim: Path) -> Path:
