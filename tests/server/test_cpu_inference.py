@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mlxk2.server.provider import engine_loader
 from tests.fixtures.models import CHAT_4BIT
-from tests.server.conftest import raw_request
+from tests.fixtures.server import raw_request
 
 
 def test_health_reports_each_models_cpu_dtype_and_the_blas(make_server):
