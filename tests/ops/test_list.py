@@ -15,7 +15,8 @@ from tests.fixtures.cache_content import mlx_chat_files
 from tests.fixtures.cli import run_inprocess
 
 MODEL_FIELDS = {"name", "hash", "size_bytes", "last_modified", "framework", "model_type",
-                "capabilities", "health", "runtime_compatible", "reason", "cached"}
+                "capabilities", "health", "runtime_compatible", "reason", "cached",
+                "context_length"}
 
 
 def _models(cache_env: BuiltCache, *args: str) -> dict[str, dict]:
@@ -166,3 +167,9 @@ def test_human_all_names_why_a_model_is_not_runnable(hf_cache: Path) -> None:
     line = next(line for line in run_inprocess("list", "--all").stdout.splitlines()
                 if line.startswith(CASES["unsupported_arch"].repo_id))
     assert CASES["unsupported_arch"].reason in line
+
+
+def test_every_model_carries_its_context_length(cache_env: BuiltCache) -> None:
+    models = _models(cache_env)
+    assert models[CASES["chat"].repo_id]["context_length"] == 2048
+    assert models[CASES["gguf"].repo_id]["context_length"] is None  # no config.json to read

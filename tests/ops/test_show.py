@@ -91,8 +91,10 @@ def test_metadata_reads_nested_text_config(tmp_path: Path, monkeypatch) -> None:
     config["text_config"] = {**text, "max_position_embeddings": 8192}
     config.pop("max_position_embeddings", None)
     (workspace / "config.json").write_text(json.dumps(config))
-    meta = run_inprocess("show", str(workspace), "--json").json["data"]["metadata"]
+    data = run_inprocess("show", str(workspace), "--json").json["data"]
+    meta = data["metadata"]
     assert meta["context_length"] == 8192
+    assert data["model"]["context_length"] == 8192
     assert meta["hidden_size"] == text["hidden_size"]
 
 

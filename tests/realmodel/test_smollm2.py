@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,10 +15,11 @@ from typing import Any
 import pytest
 
 from mlxk2.engine.chat import build_prompt_tokens
-from mlxk2.engine.generate import Finished, TextChunk, generate
+from mlxk2.engine.events import Delta, Finished
+from mlxk2.engine.generate import generate
 from mlxk2.engine.sampling import SamplingParams
 from tests.fixtures.cli import cli_env, run_subprocess
-from tests.server.conftest import free_port, raw_request
+from tests.fixtures.server import free_port, wait_until_healthy
 
 CAPITAL = "What is the capital of France? Answer in one sentence."
 
@@ -28,8 +28,8 @@ def reply(loaded: Any, messages: list[dict[str, str]], **kwargs: Any) -> tuple[s
     prompt = build_prompt_tokens(loaded.tokenizer, messages)
     *chunks, done = generate(loaded, prompt, SamplingParams(), **kwargs)
     assert isinstance(done, Finished)
-    assert all(isinstance(c, TextChunk) for c in chunks)
-    return "".join(c.text for c in chunks), done
+    assert all(isinstance(c, Delta) for c in chunks)
+    return "".join(c.content for c in chunks), done
 
 
 def test_greedy_answer_to_the_capital_of_france_is_paris(smollm2):
@@ -56,7 +56,7 @@ def test_imported_model_decodes_token_for_token_like_raw_mlx_lm(smollm2, smollm2
     assert ours == list(prompt)
     assert list(done.token_ids) == raw_tokens[: len(done.token_ids)]
     assert len(done.token_ids) == len(raw_tokens) or done.finish_reason == "stop"
-    assert "".join(c.text for c in chunks) == raw_text.split("<|im_end|>")[0]
+    assert "".join(c.content for c in chunks) == raw_text.split("<|im_end|>")[0]
 
 
 def test_a_second_turn_recalls_the_name_given_in_the_first(smollm2, smollm2_dir, tmp_path):
@@ -100,16 +100,7 @@ def served_smollm2(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory
             stderr=log_file, text=True,
         )
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, log_path.read_text()
-            try:
-                if raw_request(url, "GET", "/health").status == 200:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "server did not come up"
-            time.sleep(0.2)
+        wait_until_healthy(url, [proc], log_path.read_text, timeout=180)
         try:
             yield url
         finally:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mlxk2.server import ModelProvider, ServerConfig, Worker
+from tests.fixtures.cli import cli_env
 from tests.fixtures.models import CHAT, DemoCache
-from tests.fixtures.server import LiveServer, free_port, start_server
+from tests.fixtures.server import LiveServer, ServeProcess, free_port, raw_request, start_server
 
 
 @pytest.fixture(scope="session")
@@ -18,7 +23,7 @@ def make_server(demo_cache: DemoCache) -> Iterator[Callable[..., LiveServer]]:
     stoppers: list[Callable[[], None]] = []
 
     def make(*, preload: str | None = CHAT, loader: Any = None, memory_probe: Any = None,
-             **options: Any) -> LiveServer:
+             root: Any = None, **options: Any) -> LiveServer:
         options.setdefault("keep_alive", None)
         config = ServerConfig(port=free_port(), model=preload, **options)
         worker = Worker()
@@ -26,7 +31,7 @@ def make_server(demo_cache: DemoCache) -> Iterator[Callable[..., LiveServer]]:
         provider = ModelProvider(worker, max_loaded=config.max_loaded_models,
                                  keep_alive=config.keep_alive,
                                  max_batch=config.max_concurrency,
-                                 prompt_cache=config.prompt_cache, root=demo_cache.root,
+                                 prompt_cache=config.prompt_cache, root=root or demo_cache.root,
                                  loader=loader, memory_probe=memory_probe)
         if preload:
             provider.preload(preload)
@@ -51,3 +56,48 @@ def chat_tokenizer(demo_cache: DemoCache) -> Any:
     from mlx_lm.utils import load_tokenizer
 
     return load_tokenizer(demo_cache.paths[CHAT])
+
+
+@pytest.fixture(scope="session")
+def mid_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ~130M-parameter bf16 model (about 260 MB), big enough to see in the RSS."""
+    from mlxk2.engine.demo import build_demo_model
+
+    return build_demo_model(tmp_path_factory.mktemp("mid") / "model", preset="mid")
+
+
+@pytest.fixture(scope="module")
+def serve_process(demo_cache: DemoCache, tmp_path_factory: pytest.TempPathFactory
+                  ) -> Iterator[Callable[..., ServeProcess]]:
+    """Start ``mlxk2 serve ARGS`` processes for this module; all stop at its end.
+
+    A full stderr pipe would block the server, hence the log file.
+    """
+    started: list[tuple[ServeProcess, Any]] = []
+
+    def start(*args: str, **env: str) -> ServeProcess:
+        port = free_port()
+        log_path = tmp_path_factory.mktemp("serve-log") / "stderr.txt"
+        log_file = log_path.open("w")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlxk2", "serve", "--port", str(port), *args],
+            env=cli_env(demo_cache.hf_home, **env), stdout=subprocess.DEVNULL,
+            stderr=log_file, text=True,
+        )
+        server = ServeProcess(proc, f"http://127.0.0.1:{port}", log_path)
+        started.append((server, log_file))
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, log_path.read_text()
+            try:
+                if raw_request(server.url, "GET", "/health").status == 200:
+                    return server
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "server did not come up"
+            time.sleep(0.1)
+
+    yield start
+    for server, log_file in started:
+        server.stop()
+        log_file.close()

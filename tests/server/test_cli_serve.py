@@ -16,17 +16,9 @@ import pytest
 from tests.fixtures.cli import cli_env, run_subprocess
 from tests.fixtures.models import CHAT
 from tests.fixtures.schema import assert_valid_envelope
-from tests.fixtures.server import connection, free_port, raw_request
+from tests.fixtures.server import connection, free_port, raw_request, wait_until_healthy
 
 KEY = "env-secret"
-
-
-@pytest.fixture(scope="module")
-def mid_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A ~130M-parameter bf16 model (about 260 MB), big enough to see in the RSS."""
-    from mlxk2.engine.demo import build_demo_model
-
-    return build_demo_model(tmp_path_factory.mktemp("mid") / "model", preset="mid")
 
 
 def test_bad_model_fails_before_binding_the_port(demo_cache):
@@ -57,16 +49,7 @@ def served(demo_cache, mid_workspace, tmp_path_factory
         env=env, stdout=subprocess.DEVNULL, stderr=log_file, text=True,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        assert proc.poll() is None, log_path.read_text()
-        try:
-            if raw_request(url, "GET", "/health").status == 200:
-                break
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, "server did not come up"
-        time.sleep(0.1)
+    wait_until_healthy(url, [proc], log_path.read_text, timeout=90)
     yield proc, url, log_path
     if proc.poll() is None:
         proc.kill()

@@ -3,9 +3,11 @@
 Tensor parallelism is tested on a llama model (4 heads, 2 KV heads), pipeline
 parallelism on a qwen2 model; both are random float32 weights, so the sums
 split over ranks round like the single-process ones and greedy output is
-comparable token for token. Ranks are started by ``mlx.launch`` or, where a
-test kills one of them, the way ``mlx.launch`` starts them (``MLX_RANK`` and a
-hostfile), so the test, not the launcher, sees how rank 0 reacts.
+comparable token for token. Ranks are started the way ``mlx.launch`` starts
+them (``MLX_RANK`` and a ring hostfile), so a test can signal each rank and
+see its exit code, and no launcher relay busy-polls the cores; ``serve
+--hostfile`` runs the real ``mlx.launch``. Servers are started together once
+per module and shared by the tests that leave them running.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,9 +29,8 @@ from typing import Any
 import pytest
 
 from tests.fixtures.cli import REPO_ROOT, cli_env
-from tests.server.conftest import _connection, free_port, raw_request
+from tests.fixtures.server import connection, free_port, raw_request
 
-MLX_LAUNCH = str(Path(sys.executable).with_name("mlx.launch"))
 PROMPT = "Once upon a time"
 #: Six streams: lengths, stop strings and seeds all differ.
 STREAMS = [
@@ -64,30 +66,90 @@ def _run_args(model: Path) -> list[str]:
     return ["run", str(model), PROMPT, "--max-tokens", "24", "--no-chat-template", "--json"]
 
 
+def _ring_hostfile(tmp: Path, addresses: list[str]) -> Path:
+    """The ``MLX_HOSTFILE`` that ``mlx.launch`` writes for the ring backend."""
+    hostfile = Path(tempfile.mkdtemp(dir=tmp)) / "hosts.json"
+    hostfile.write_text(json.dumps([[f"{a}:{free_port()}"] for a in addresses]))
+    return hostfile
+
+
+def _rank_command(rank: int, hostfile: Path, args: list[str]) -> list[str]:
+    """What ``mlx.launch`` runs for ``rank`` (without its output relay, which busy-polls)."""
+    return ["env", f"MLX_RANK={rank}", f"MLX_HOSTFILE={hostfile}", *_mlxk2(), *args]
+
+
+@dataclass
+class Job:
+    """Processes running in the background (one per rank), their output in files."""
+
+    procs: list[subprocess.Popen[bytes]]
+    outs: list[Path]
+    errs: list[Path]
+
+    def result(self, timeout: float = 180) -> tuple[str, str]:
+        """Rank 0's stdout and every rank's stderr, once all have exited."""
+        for proc in self.procs:
+            proc.wait(timeout)
+        return self.outs[0].read_text(), "\n".join(e.read_text() for e in self.errs)
+
+
+def _start_job(commands: list[list[str]], env: dict[str, str], tmp: Path, name: str) -> Job:
+    outs = [tmp / f"{name}-{i}.out" for i in range(len(commands))]
+    errs = [tmp / f"{name}-{i}.err" for i in range(len(commands))]
+    procs = [subprocess.Popen(command, env=env, stdout=out.open("w"), stderr=err.open("w"))
+             for command, out, err in zip(commands, outs, errs, strict=True)]
+    return Job(procs, outs, errs)
+
+
+def _two_ranks(tmp: Path, args: list[str], parallel: str) -> list[list[str]]:
+    hostfile = _ring_hostfile(tmp, ["127.0.0.1", "127.0.0.1"])
+    return [_rank_command(rank, hostfile, [*args, "--distributed", "--parallel", parallel])
+            for rank in range(2)]
+
+
+@pytest.fixture(scope="module")
+def runs(models, env, tmp_path_factory) -> Iterator[dict[str, Job]]:
+    """Every ``run`` of this module, started together: they only read the models."""
+    tmp = tmp_path_factory.mktemp("dist-runs")
+    commands = {
+        "single-llama": [[*_mlxk2(), *_run_args(models["llama"])]],
+        "single-qwen2": [[*_mlxk2(), *_run_args(models["qwen2"])]],
+        "llama-tensor": _two_ranks(tmp, [*_run_args(models["llama"]), "--verbose"], "tensor"),
+        "qwen2-pipeline": _two_ranks(tmp, _run_args(models["qwen2"]), "pipeline"),
+        "llama-pipeline": _two_ranks(tmp, _run_args(models["llama"]), "pipeline"),
+    }
+    jobs = {name: _start_job(command, env, tmp, name) for name, command in commands.items()}
+    yield jobs
+    for job in jobs.values():
+        for proc in job.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+
+
 @pytest.mark.parametrize(("arch", "parallel"), [("llama", "tensor"), ("qwen2", "pipeline")])
-def test_distributed_run_equals_single_process_run(models, env, arch, parallel):
-    single = subprocess.run([*_mlxk2(), *_run_args(models[arch])], env=env, capture_output=True,
-                            text=True, timeout=120)
-    assert single.returncode == 0, single.stderr
-    launched = subprocess.run(
-        [MLX_LAUNCH, "-n", "2", "--backend", "ring", "--starting-port", str(free_port()), "--",
-         *_mlxk2(), *_run_args(models[arch]), "--distributed", "--parallel", parallel],
-        env=env, capture_output=True, text=True, timeout=120)
-    # mlx.launch exits 0 whatever its ranks do; rank 0's JSON is the verdict.
-    doc = json.loads(launched.stdout)
-    assert doc["status"] == "success", launched.stderr
-    assert doc["data"]["response"] == json.loads(single.stdout)["data"]["response"]
-    assert doc["data"]["usage"] == json.loads(single.stdout)["data"]["usage"]
+def test_distributed_run_equals_single_process_run(runs, arch, parallel):
+    single_out, single_err = runs[f"single-{arch}"].result()
+    assert runs[f"single-{arch}"].procs[0].returncode == 0, single_err
+    stdout, stderr = runs[f"{arch}-{parallel}"].result()
+    doc = json.loads(stdout)
+    assert doc["status"] == "success", stderr
+    assert [p.returncode for p in runs[f"{arch}-{parallel}"].procs] == [0, 0], stderr
+    assert doc["data"]["response"] == json.loads(single_out)["data"]["response"]
+    assert doc["data"]["usage"] == json.loads(single_out)["data"]["usage"]
 
 
-def test_a_model_that_cannot_be_split_is_refused_before_loading(models, env):
-    launched = subprocess.run(
-        [MLX_LAUNCH, "-n", "2", "--backend", "ring", "--starting-port", str(free_port()), "--",
-         *_mlxk2(), *_run_args(models["llama"]), "--distributed", "--parallel", "pipeline"],
-        env=env, capture_output=True, text=True, timeout=120)
-    doc = json.loads(launched.stdout)
+def test_a_model_that_cannot_be_split_is_refused_before_loading(runs):
+    stdout, _ = runs["llama-pipeline"].result()
+    doc = json.loads(stdout)
     assert doc["error"]["type"] == "model_incompatible"
     assert "pipeline" in doc["error"]["message"]
+
+
+def test_distributed_run_verbose_prints_the_rank_layout(runs):
+    _, stderr = runs["llama-tensor"].result()
+    assert "[2 ranks, ring backend, tensor parallel: rank 0 127.0.0.1:" in stderr, stderr
+    assert "rank 1 127.0.0.1:" in stderr
 
 
 # -- serve ---------------------------------------------------------------------------
@@ -116,23 +178,22 @@ def _start_ranks(args: list[str], env: dict[str, str], tmp: Path,
                  wrappers: list[list[str]] | None = None) -> Cluster:
     """Start one process per rank as ``mlx.launch`` does: ``MLX_RANK`` and a ring hostfile."""
     addresses = addresses or ["127.0.0.1", "127.0.0.1"]
-    hostfile = tmp / "hosts.json"
-    hostfile.write_text(json.dumps([[f"{a}:{free_port()}"] for a in addresses]))
+    hostfile = _ring_hostfile(tmp, addresses)
     port = free_port()
     ranks, logs = [], []
     for rank in range(len(addresses)):
-        log = tmp / f"rank{rank}.log"
+        log = hostfile.with_name(f"rank{rank}.log")
         logs.append(log)
         prefix = wrappers[rank] if wrappers else []
         ranks.append(subprocess.Popen(
-            [*prefix, "env", f"MLX_RANK={rank}", f"MLX_HOSTFILE={hostfile}",
-             *_mlxk2(), "serve", *args, "--distributed", "--port", str(port),
-             "--host", "0.0.0.0" if wrappers else "127.0.0.1"],
+            [*prefix, *_rank_command(rank, hostfile, [
+                "serve", *args, "--distributed", "--port", str(port),
+                "--host", "0.0.0.0" if wrappers else "127.0.0.1"])],
             env=env, stdout=subprocess.DEVNULL, stderr=log.open("w")))
     return Cluster(ranks, f"http://{addresses[0] if wrappers else '127.0.0.1'}:{port}", logs)
 
 
-def _wait_healthy(cluster: Cluster, timeout: float = 120) -> dict[str, Any]:
+def _wait_healthy(cluster: Cluster, timeout: float = 180) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         assert all(p.poll() is None for p in cluster.ranks), cluster.log()
@@ -148,20 +209,91 @@ def _wait_healthy(cluster: Cluster, timeout: float = 120) -> dict[str, Any]:
 
 def _single_server(model: Path, env: dict[str, str], tmp: Path) -> Cluster:
     port = free_port()
-    log = tmp / "single.log"
+    log = Path(tempfile.mkdtemp(dir=tmp)) / "single.log"
     proc = subprocess.Popen([*_mlxk2(), "serve", "--model", str(model), "--port", str(port)],
                             env=env, stdout=subprocess.DEVNULL, stderr=log.open("w"))
     return Cluster([proc], f"http://127.0.0.1:{port}", [log])
 
 
-def _complete(url: str, body: dict[str, Any]) -> tuple[list[str], Any]:
-    """A streamed completion: its text pieces, and the finish reason (or error event)."""
-    conn = _connection(url)
-    conn.request("POST", "/v1/completions", json.dumps({**body, "stream": True}),
+#: Every shared cluster can also be killed or stopped by the test that takes it.
+_CLUSTER_FLAGS = ["--rank-timeout", "10", "--shutdown-grace", "0"]
+_CLUSTER_PARALLEL = {"llama": "tensor", "qwen2": "pipeline"}
+
+
+class Servers:
+    """The module's servers, started together once and shared between tests.
+
+    A test that ends a cluster :meth:`take` s it; the next test asking for that
+    cluster gets a fresh one.
+    """
+
+    def __init__(self, models: dict[str, Path], env: dict[str, str], tmp: Path) -> None:
+        self.models, self.env, self.tmp = models, env, tmp
+        self.singles = {arch: _single_server(models[arch], env, tmp) for arch in models}
+        self.clusters = {arch: self._start_cluster(arch) for arch in models}
+        self._taken: list[Cluster] = []
+        self._launched: list[subprocess.Popen[bytes]] = []
+
+    def _start_cluster(self, arch: str) -> Cluster:
+        return _start_ranks(["--model", str(self.models[arch]), "--parallel",
+                             _CLUSTER_PARALLEL[arch], *_CLUSTER_FLAGS], self.env, self.tmp)
+
+    def start_launched(self) -> tuple[subprocess.Popen[bytes], str, Path]:
+        """``serve --hostfile``: mlxk2 runs mlx.launch over a hostfile naming this host twice."""
+        hostfile = self.tmp / "launch-hosts.json"
+        hostfile.write_text(json.dumps([{"ssh": "127.0.0.1", "ips": ["127.0.0.1"]}] * 2))
+        port, log = free_port(), self.tmp / "launched.log"
+        proc = subprocess.Popen(
+            [*_mlxk2(), "serve", "--hostfile", str(hostfile), "--starting-port",
+             str(free_port()), "--model", str(self.models["qwen2"]), "--port", str(port),
+             "--shutdown-grace", "0"],
+            env=self.env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+            stderr=log.open("w"), start_new_session=True)
+        self._launched.append(proc)
+        return proc, f"http://127.0.0.1:{port}", log
+
+    def single(self, arch: str) -> Cluster:
+        _wait_healthy(self.singles[arch])
+        return self.singles[arch]
+
+    def cluster(self, arch: str) -> Cluster:
+        if arch not in self.clusters:
+            self.clusters[arch] = self._start_cluster(arch)
+        return self.clusters[arch]
+
+    def take(self, arch: str) -> Cluster:
+        cluster = self.cluster(arch)
+        self._taken.append(self.clusters.pop(arch))
+        return cluster
+
+    def stop(self) -> None:
+        for proc in self._launched:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+        for cluster in [*self.singles.values(), *self.clusters.values(), *self._taken]:
+            cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def servers(models, env, tmp_path_factory) -> Iterator[Servers]:
+    started = Servers(models, env, tmp_path_factory.mktemp("dist-serve"))
+    yield started
+    started.stop()
+
+
+def _complete(url: str, body: dict[str, Any]) -> tuple[str, Any, int | None]:
+    """A streamed completion: its text, finish reason (or error event) and token count.
+
+    How tokens are grouped into chunks depends on timing, so the text is joined.
+    """
+    conn = connection(url)
+    conn.request("POST", "/v1/completions",
+                 json.dumps({**body, "stream": True, "stream_options": {"include_usage": True}}),
                  {"Content-Type": "application/json"})
     response = conn.getresponse()
     assert response.status == 200, response.read()
-    pieces, end = [], None
+    pieces, end, tokens = [], None, None
     for raw in response:
         line = raw.decode().strip()
         if not line.startswith("data: ") or line == "data: [DONE]":
@@ -170,70 +302,90 @@ def _complete(url: str, body: dict[str, Any]) -> tuple[list[str], Any]:
         if "error" in chunk:
             end = chunk["error"]
             break
-        choice = chunk["choices"][0]
-        pieces.append(choice["text"])
-        end = choice["finish_reason"] or end
+        if chunk.get("usage"):
+            tokens = chunk["usage"]["completion_tokens"]
+        for choice in chunk["choices"]:
+            pieces.append(choice["text"])
+            end = choice["finish_reason"] or end
     conn.close()
-    return pieces, end
+    return "".join(pieces), end, tokens
 
 
-def _workload(url: str) -> list[tuple[list[str], Any]]:
+def _workload(url: str) -> list[tuple[str, Any, int | None]]:
     with concurrent.futures.ThreadPoolExecutor(len(STREAMS)) as pool:
         return list(pool.map(lambda body: _complete(url, body), STREAMS))
 
 
 @pytest.mark.parametrize(("arch", "parallel"), [("llama", "tensor"), ("qwen2", "pipeline")])
-def test_distributed_serve_equals_single_process_serve(models, env, tmp_path, arch, parallel):
-    single = _single_server(models[arch], env, tmp_path)
-    cluster = _start_ranks(["--model", str(models[arch]), "--parallel", parallel], env, tmp_path)
-    try:
-        health = _wait_healthy(cluster)
-        assert health["distributed"]["world_size"] == 2
-        assert health["distributed"]["parallel"] == parallel
-        assert health["distributed"]["backend"] == "ring"
-        _wait_healthy(single)
-        one = {"prompt": PROMPT, "max_tokens": 30}
-        assert _complete(cluster.url, one) == _complete(single.url, one)
-        distributed, alone = _workload(cluster.url), _workload(single.url)
-        assert distributed == alone
-        assert len({len(pieces) for pieces, _ in alone}) > 2  # the streams really differ
-    finally:
-        cluster.stop()
-        single.stop()
+def test_distributed_serve_equals_single_process_serve(servers, arch, parallel):
+    cluster = servers.cluster(arch)
+    health = _wait_healthy(cluster)
+    assert health["distributed"]["world_size"] == 2
+    assert health["distributed"]["parallel"] == parallel
+    assert health["distributed"]["backend"] == "ring"
+    single = servers.single(arch)
+    one = {"prompt": PROMPT, "max_tokens": 30}
+    assert _complete(cluster.url, one) == _complete(single.url, one)
+    distributed, alone = _workload(cluster.url), _workload(single.url)
+    assert distributed == alone
+    assert len({tokens for _, _, tokens in alone}) > 2  # the streams really differ
 
 
-def test_rank_one_killed_mid_stream_makes_rank_zero_answer_503_and_exit(models, env, tmp_path):
-    cluster = _start_ranks(["--model", str(models["llama"]), "--rank-timeout", "10"], env,
-                           tmp_path)
-    try:
-        _wait_healthy(cluster)
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            stream = pool.submit(_complete, cluster.url, {"prompt": PROMPT, "max_tokens": 1500})
-            time.sleep(1.0)
-            assert not stream.done()
-            cluster.ranks[1].send_signal(signal.SIGKILL)
-            killed = time.monotonic()
-            _, end = stream.result(timeout=30)
-        assert isinstance(end, dict) and end["code"] == "rank_lost", end
-        status = raw_request(cluster.url, "GET", "/health").status
-        assert status == 503
-        assert time.monotonic() - killed < 30
-        code = cluster.ranks[0].wait(30)
-        assert code != 0
-    finally:
-        cluster.stop()
+def test_rank_one_killed_mid_stream_makes_rank_zero_answer_503_and_exit(servers):
+    cluster = servers.take("llama")
+    _wait_healthy(cluster)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        stream = pool.submit(_complete, cluster.url, {"prompt": PROMPT, "max_tokens": 1500})
+        time.sleep(1.0)
+        assert not stream.done()
+        cluster.ranks[1].send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        _, end, _ = stream.result(timeout=30)
+    assert isinstance(end, dict) and end["code"] == "rank_lost", end
+    status = raw_request(cluster.url, "GET", "/health").status
+    assert status == 503
+    assert time.monotonic() - killed < 30
+    code = cluster.ranks[0].wait(30)
+    assert code != 0
 
 
-def test_sigterm_to_rank_zero_stops_every_rank_cleanly(models, env, tmp_path):
-    cluster = _start_ranks(["--model", str(models["qwen2"]), "--shutdown-grace", "0"], env,
-                           tmp_path)
-    try:
-        _wait_healthy(cluster)
-        cluster.ranks[0].send_signal(signal.SIGTERM)
-        assert cluster.ranks[0].wait(30) == 0, cluster.log()
-        assert cluster.ranks[1].wait(30) == 0, cluster.log()
-    finally:
-        cluster.stop()
+def test_sigterm_to_rank_zero_stops_every_rank_cleanly(servers):
+    cluster = servers.take("qwen2")
+    _wait_healthy(cluster)
+    cluster.ranks[0].send_signal(signal.SIGTERM)
+    assert cluster.ranks[0].wait(30) == 0, cluster.log()
+    assert cluster.ranks[1].wait(30) == 0, cluster.log()
+
+
+def test_serve_with_a_hostfile_runs_mlx_launch_and_stops_on_ctrl_c(servers):
+    proc, url, log = servers.start_launched()
+    launched = Cluster([proc], url, [log])
+    health = _wait_healthy(launched)
+    assert health["distributed"]["world_size"] == 2
+    assert health["distributed"]["backend"] == "ring"
+    assert [r["addresses"][0].split(":")[0] for r in health["distributed"]["ranks"]] \
+        == ["127.0.0.1", "127.0.0.1"]
+    one = {"prompt": PROMPT, "max_tokens": 20}
+    assert _complete(url, one) == _complete(servers.single("qwen2").url, one)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the terminal: the launcher and its ranks
+    proc.wait(60)
+    assert _ranks_of(proc.pid) == [], launched.log()
+
+
+def _ranks_of(session: int) -> list[int]:
+    """Processes still alive in the launcher's session."""
+    alive = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[3]) == session and fields[0] != "Z":  # session id, state
+            alive.append(int(entry.name))
+    return alive
 
 
 # -- two hosts -----------------------------------------------------------------------
@@ -270,30 +422,29 @@ def two_namespaces() -> Iterator[list[str]]:
             subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
-def test_two_hosts_in_network_namespaces_serve_like_one(models, env, tmp_path, two_namespaces):
+def test_two_hosts_in_network_namespaces_serve_like_one(models, env, tmp_path, two_namespaces,
+                                                       servers):
     addresses = ["10.231.7.1", "10.231.7.2"]
     wrappers = [["ip", "netns", "exec", name] for name in two_namespaces]
     cluster = _start_ranks(["--model", str(models["qwen2"]), "--shutdown-grace", "0"], env,
                            tmp_path, addresses=addresses, wrappers=wrappers)
-    reference = _single_server(models["qwen2"], env, tmp_path)
     try:
         health = _wait_healthy_in(two_namespaces[0], cluster)
         assert [r["addresses"][0].split(":")[0] for r in health["distributed"]["ranks"]] \
             == addresses
-        _wait_healthy(reference)
+        reference = servers.single("qwen2")
         one = {"prompt": PROMPT, "max_tokens": 20}
         expected = _complete(reference.url, one)
         got = subprocess.run(
             ["ip", "netns", "exec", two_namespaces[0], sys.executable, "-c", _CLIENT,
              cluster.url, json.dumps(one)],
             env=env, capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
-        assert json.loads(got.stdout) == [expected[0], expected[1]], got.stderr
+        assert json.loads(got.stdout) == list(expected), got.stderr
         cluster.ranks[0].send_signal(signal.SIGTERM)
         assert cluster.ranks[0].wait(30) == 0, cluster.log()
         assert cluster.ranks[1].wait(30) == 0, cluster.log()
     finally:
         cluster.stop()
-        reference.stop()
 
 
 #: Rank 0 listens inside its namespace, so its client runs there too.
@@ -304,21 +455,33 @@ print(json.dumps(list(_complete(sys.argv[1], json.loads(sys.argv[2])))))
 """
 
 
+#: Polls inside the namespace until the server answers (one process, not one per poll).
 _HEALTH = """
-import sys, urllib.request
-print(urllib.request.urlopen(sys.argv[1] + "/health", timeout=5).read().decode())
+import sys, time, urllib.request
+while True:
+    try:
+        print(urllib.request.urlopen(sys.argv[1] + "/health", timeout=5).read().decode())
+        break
+    except OSError:
+        time.sleep(0.2)
 """
 
 
-def _wait_healthy_in(namespace: str, cluster: Cluster, timeout: float = 120) -> dict[str, Any]:
+def _wait_healthy_in(namespace: str, cluster: Cluster, timeout: float = 180) -> dict[str, Any]:
+    probe = subprocess.Popen(
+        ["ip", "netns", "exec", namespace, sys.executable, "-c", _HEALTH, cluster.url],
+        stdout=subprocess.PIPE, text=True)
     deadline = time.monotonic() + timeout
-    while True:
-        assert all(p.poll() is None for p in cluster.ranks), cluster.log()
-        probe = subprocess.run(
-            ["ip", "netns", "exec", namespace, sys.executable, "-c", _HEALTH, cluster.url],
-            capture_output=True, text=True)
-        if probe.returncode == 0:
-            health: dict[str, Any] = json.loads(probe.stdout)
-            return health
-        assert time.monotonic() < deadline, "distributed server did not come up\n" + cluster.log()
-        time.sleep(0.3)
+    try:
+        while probe.poll() is None:
+            assert all(p.poll() is None for p in cluster.ranks), cluster.log()
+            assert time.monotonic() < deadline, \
+                "distributed server did not come up\n" + cluster.log()
+            time.sleep(0.2)
+        assert probe.stdout is not None
+        health: dict[str, Any] = json.loads(probe.stdout.read())
+        return health
+    finally:
+        if probe.poll() is None:
+            probe.kill()
+            probe.wait()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tests.fixtures.cli import cli_env
 from tests.fixtures.models import CHAT
-from tests.fixtures.server import free_port, raw_request
+from tests.fixtures.server import free_port, raw_request, wait_until_healthy
 
 LOOP_PROMPT = "Write a poem"  # the demo model's greedy reply never reaches end-of-sequence
 
@@ -29,16 +29,7 @@ def _serve(hf_home: Path, log_path: Path, *flags: str
              "--prompt-cache", "0", *flags],
             env=cli_env(hf_home), stdout=subprocess.PIPE, stderr=log, text=True)
         try:
-            deadline = time.monotonic() + 90
-            while True:
-                assert proc.poll() is None, log_path.read_text()
-                try:
-                    if raw_request(f"http://127.0.0.1:{port}", "GET", "/health").status == 200:
-                        break
-                except OSError:
-                    pass
-                assert time.monotonic() < deadline, "server did not come up"
-                time.sleep(0.1)
+            wait_until_healthy(f"http://127.0.0.1:{port}", [proc], log_path.read_text, timeout=90)
             yield proc, port
         finally:
             if proc.poll() is None:

@@ -211,9 +211,9 @@ def test_wrongly_typed_field_is_400(live, field, value):
     assert error["param"].split(".")[0] == field
 
 
-def test_n_other_than_one_is_400(live):
+def test_n_above_the_server_limit_is_400(live):
     with pytest.raises(openai.BadRequestError) as info:
-        chat(live, max_tokens=3, n=2)
+        chat(live, max_tokens=3, n=live.config.max_n + 1)
     assert info.value.body["param"] == "n"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -114,6 +115,49 @@ def test_keep_alive_unloads_idle_models(worker, demo_cache):
     assert early == []
     assert late == [CHAT]
     assert remaining == []
+
+
+def test_a_model_keep_alive_overrides_the_default_until_changed(worker, demo_cache):
+    provider = _provider(worker, demo_cache.root, keep_alive=60.0, max_loaded=2)
+
+    async def scenario() -> tuple[list[str], float | None, float | None, list[str]]:
+        kept = await provider.acquire(CHAT, keep_alive=math.inf)
+        provider.release(kept)
+        brief = await provider.acquire(BASE, keep_alive=5.0)
+        provider.release(brief)
+        again = await provider.acquire(BASE)  # no keep_alive: the model keeps its 5 s
+        provider.release(again)
+        reaped = await provider.reap_idle(now=brief.last_used + 6)
+        return (reaped, provider.seconds_to_unload(kept),
+                provider.seconds_to_unload(brief, now=brief.last_used + 2),
+                provider.loaded_names())
+
+    reaped, kept_left, brief_left, remaining = asyncio.run(scenario())
+    assert reaped == [BASE]
+    assert kept_left is None
+    assert brief_left == pytest.approx(3.0)
+    assert remaining == [CHAT]
+
+
+def test_keep_alive_zero_unloads_when_the_last_lease_ends(worker, demo_cache):
+    provider = _provider(worker, demo_cache.root, keep_alive=None)
+
+    async def scenario() -> tuple[list[str], list[str]]:
+        first = await provider.acquire(CHAT, keep_alive=0.0)
+        second = await provider.acquire(CHAT)
+        provider.release(first)
+        await asyncio.sleep(0.1)
+        while_busy = provider.loaded_names()
+        provider.release(second)
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if not provider.loaded_names():
+                break
+        return while_busy, provider.loaded_names()
+
+    while_busy, after = asyncio.run(scenario())
+    assert while_busy == [CHAT]
+    assert after == []
 
 
 def test_model_larger_than_memory_is_refused_before_loading(worker, demo_cache):

@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from mlxk2.cache.capabilities import Capability, Framework, ModelType
+from mlxk2.cache.config import context_length
 from mlxk2.cache.embedding import embedding_reason
 from mlxk2.cache.files import TORCH_WEIGHT_SUFFIXES, mtime
 from mlxk2.cache.integrity import scan_model
 from mlxk2.cache.layout import DEFAULT_ORG, ResolvedModel
-from mlxk2.cache.rules import Refusal, refusal
+from mlxk2.cache.rules import Refusal, refusal, require
 from mlxk2.cache.runtime import runtime_reason
+from mlxk2.errors import ModelUnhealthyError
 
 EMBEDDING_TYPES = frozenset({
     "bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "nomic_bert", "modernbert",
@@ -53,6 +55,7 @@ class ModelInfo:
     runtime_compatible: bool
     reason: str | None
     cached: bool
+    context_length: int | None = None
 
     @property
     def healthy(self) -> bool:
@@ -85,7 +88,7 @@ class ModelInfo:
         return stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def to_dict(self) -> dict[str, Any]:
-        """The spec's model object, field for field."""
+        """The spec's model object, field for field, plus ``context_length`` (tokens)."""
         return {
             "name": self.name,
             "hash": self.hash,
@@ -98,7 +101,34 @@ class ModelInfo:
             "runtime_compatible": self.runtime_compatible,
             "reason": self.reason,
             "cached": self.cached,
+            "context_length": self.context_length,
         }
+
+
+def require_usable(resolved: ResolvedModel, capability: Capability | None = None,
+                   hint: str = "") -> tuple[ModelInfo, Path]:
+    """Inspect a resolved model and refuse it unless it can serve ``capability``.
+
+    The check ``run``, ``embed`` and ``serve`` make before loading: the one rule
+    of :mod:`mlxk2.cache.rules`, so each refuses with the reason ``list`` shows.
+
+    Args:
+        resolved: The model picked by a spec.
+        capability: What it must do (default: its :attr:`ModelInfo.purpose`).
+        hint: Where to go instead, added for a model of another kind.
+
+    Returns:
+        Its facts and the folder to load.
+
+    Raises:
+        ModelUnhealthyError: the files fail the integrity check.
+        ModelIncompatibleError: healthy files that cannot serve ``capability``.
+    """
+    info = inspect_model(resolved)
+    require(info, capability or info.purpose, hint)
+    if resolved.path is None:  # inspect reports this as unhealthy; kept for type narrowing
+        raise ModelUnhealthyError(f"Model '{info.name}' has no snapshot", model=info.name)
+    return info, resolved.path
 
 
 def inspect_model(resolved: ResolvedModel) -> ModelInfo:
@@ -135,6 +165,7 @@ def inspect_model(resolved: ResolvedModel) -> ModelInfo:
         runtime_compatible=runtime_ok,
         reason=reason,
         cached=resolved.cached,
+        context_length=context_length(config) if config is not None else None,
     )
 
 

@@ -5,10 +5,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from mlxk2.errors import InterruptedByUserError
 from mlxk2.output.sink import Output
+
+if TYPE_CHECKING:
+    from mlxk2.ops._server import ServerClient
+
+API_KEY_ENV = "MLXK2_API_KEY"
+SERVER_URL_ENV = "MLXK2_URL"
 
 
 def add_model_argument(parser: argparse.ArgumentParser, *, required: bool = True,
@@ -68,3 +74,20 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         "--threads", type=_positive_int, default=None,
         help="OpenBLAS threads (default: the CPUs this process may use; for serve, one "
              "fewer, left to the event loop)")
+
+
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the running server is, for the commands that steer one."""
+    parser.add_argument("--url", default=None,
+                        help=f"The server's base URL (or set {SERVER_URL_ENV}; "
+                             "default: http://127.0.0.1:8000)")
+    parser.add_argument("--api-key", default=None,
+                        help=f"The server's API key (or set {API_KEY_ENV})")
+
+
+def server_client(args: argparse.Namespace) -> ServerClient:
+    """A client for the server named by ``--url``, ``MLXK2_URL`` or the default port."""
+    from mlxk2.ops._server import DEFAULT_URL, ServerClient
+
+    url = args.url or os.environ.get(SERVER_URL_ENV) or DEFAULT_URL
+    return ServerClient(url, args.api_key or os.environ.get(API_KEY_ENV) or None)

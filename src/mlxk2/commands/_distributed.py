@@ -9,15 +9,18 @@ timeout, so no host keeps an orphan.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from mlxk2.errors import RankLostError, ValidationError
+from mlxk2.errors import OperationError, RankLostError, ValidationError
 
 if TYPE_CHECKING:
     from mlxk2.engine.distributed import Group, Leader
@@ -58,14 +61,100 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             f"(default: {RANK_TIMEOUT:g})")
 
 
+def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--hostfile``: run ``mlx.launch`` for the user instead of being run by it."""
+    group = parser.add_argument_group(
+        "launching", "Start the ranks yourself: mlxk2 serve --hostfile hosts.json ... runs "
+        "mlx.launch --hostfile hosts.json --backend ring -- mlxk2 serve ... --distributed")
+    group.add_argument("--hostfile", metavar="FILE",
+                       help="mlx.launch's hostfile: one rank per host, every host with the "
+                            "same mlxk2 and model (ring backend unless the file names one)")
+    group.add_argument("--starting-port", type=_ring_port, metavar="PORT",
+                       help="With --hostfile: the first port the ring backend listens on, "
+                            "one more per rank (default: mlx.launch's, 32323)")
+
+
+def _ring_port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port 1-65535, got {text!r}")
+    return int(text)
+
+
+#: Options of the launching command that are not passed on to the ranks.
+_LAUNCH_ONLY = ("hostfile", "starting_port", "distributed")
+
+
+def launcher_command(args: argparse.Namespace, command: str,
+                     add_arguments: Callable[[argparse.ArgumentParser], None],
+                     *, json_mode: bool) -> list[str]:
+    """The ``mlx.launch`` command line that runs ``command`` with ``args`` on every host.
+
+    The ranks get the options that differ from their defaults, read back through
+    the command's own parser, and ``--distributed``.
+
+    Raises:
+        ValidationError: the hostfile is missing or not JSON.
+        OperationError: no ``mlx.launch`` next to this Python or on PATH.
+    """
+    hostfile = Path(args.hostfile)
+    try:
+        hosts: Any = json.loads(hostfile.read_text("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValidationError(f"--hostfile {hostfile}: not a readable JSON hostfile "
+                              f"({exc})") from exc
+    launcher = Path(sys.executable).with_name("mlx.launch")
+    found = str(launcher) if launcher.is_file() else shutil.which("mlx.launch")
+    if found is None:
+        raise OperationError("--hostfile needs mlx.launch (part of mlx), found neither next "
+                             f"to {sys.executable} nor on PATH")
+    names_backend = isinstance(hosts, dict) and "backend" in hosts
+    launch = [found, "--hostfile", str(hostfile), *([] if names_backend else
+                                                     ["--backend", "ring"])]
+    if args.starting_port is not None:
+        launch += ["--starting-port", str(args.starting_port)]
+    ranks = [sys.executable, "-m", "mlxk2", command, *(["--json"] if json_mode else [])]
+    parser = argparse.ArgumentParser(add_help=False)
+    add_arguments(parser)
+    for action in parser._actions:
+        value = getattr(args, action.dest, action.default)
+        if not action.option_strings or action.dest in _LAUNCH_ONLY or value == action.default:
+            continue
+        flag = next(o for o in action.option_strings if o.startswith("--"))
+        if isinstance(action, argparse._StoreTrueAction):
+            ranks.append(flag)
+        elif isinstance(value, list):
+            ranks += [part for item in value for part in (flag, str(item))]
+        else:
+            ranks += [flag, str(value)]
+    return [*launch, "--", *ranks, "--distributed"]
+
+
+def exec_launcher(command: list[str]) -> NoReturn:
+    """Become ``mlx.launch``: Ctrl-C then reaches it and the local ranks, as when typed."""
+    log.info("running %s", " ".join(command))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(command[0], command)
+
+
+def layout_line(layout: dict[str, Any]) -> str:
+    """One line on where the ranks are, for ``run --verbose``."""
+    ranks = ", ".join(f"rank {r['rank']} {' '.join(r['addresses'])}" for r in layout["ranks"])
+    return (f"[{layout['world_size']} ranks, {layout['backend'] or 'unknown'} backend, "
+            f"{layout['parallel']} parallel{': ' + ranks if ranks else ''}]")
+
+
 def check_arguments(args: argparse.Namespace) -> None:
     """Distributed flags without ``--distributed`` would be silently ignored.
 
     Raises:
-        ValidationError: ``--parallel`` or ``--rank-timeout`` given alone.
+        ValidationError: ``--parallel`` or ``--rank-timeout`` given without
+            ``--distributed`` or ``--hostfile``.
     """
-    if not args.distributed and (args.parallel != "auto" or args.rank_timeout != RANK_TIMEOUT):
-        raise ValidationError("--parallel and --rank-timeout need --distributed")
+    launching = getattr(args, "hostfile", None) is not None
+    if not (args.distributed or launching) and (args.parallel != "auto"
+                                                or args.rank_timeout != RANK_TIMEOUT):
+        raise ValidationError("--parallel and --rank-timeout need --distributed (or --hostfile)")
 
 
 def join(args: argparse.Namespace,

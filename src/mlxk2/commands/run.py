@@ -4,16 +4,19 @@
   mlxk2 run MODEL                   interactive chat (/help, /clear, /exit, Ctrl-D)
   cat notes.txt | mlxk2 run MODEL - "Summarise:"   '-' reads stdin
   mlx.launch -n 2 --backend ring -- mlxk2 run MODEL "prompt" --distributed
+  mlxk2 run MODEL "…" --json-schema person.json    the reply is JSON matching the schema
+  mlxk2 run MODEL "…" --tools tools.json           the model may call these tools
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from mlxk2.commands import _distributed
 from mlxk2.commands._common import add_engine_arguments, add_model_argument
@@ -48,6 +51,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gen.add_argument("--seed", type=int, default=None, help="Random seed for reproducible runs")
     gen.add_argument("--stop", action="append", default=[], metavar="TEXT",
                      help="Stop before this text; repeat for several")
+    shape = parser.add_argument_group("structured output and tools (one-shot prompts)")
+    shape.add_argument("--json-schema", metavar="FILE", default=None,
+                       help="The reply is JSON that validates against this JSON schema")
+    shape.add_argument("--format", choices=["text", "json"], default="text",
+                       help="'json': the reply is a JSON object (default: text)")
+    shape.add_argument("--tools", metavar="FILE", default=None,
+                       help="JSON file with an OpenAI-style list of function tools "
+                            "the model may call")
+    shape.add_argument("--tool-choice", default="auto", metavar="CHOICE",
+                       help="auto, required, none, or a function name to force "
+                            "(default: auto)")
     prompt = parser.add_argument_group("prompt")
     prompt.add_argument("--system", default=None, help="System prompt")
     prompt.add_argument("--no-chat-template", action="store_true",
@@ -71,6 +85,13 @@ def read_prompt(parts: list[str], stdin: TextIO | None = None) -> str | None:
     stream = stdin or sys.stdin
     texts = [stream.read().rstrip("\n") if part == STDIN_ARG else part for part in parts]
     return "\n".join(t for t in texts if t)
+
+
+def _read_json_file(path: str, flag: str) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValidationError(f"{flag} {path}: {exc}") from exc
 
 
 def handle(args: argparse.Namespace, out: Output) -> int:
@@ -104,6 +125,20 @@ def _handle(args: argparse.Namespace, out: Output, leader: Leader | None) -> int
         raise ValidationError("--json needs a prompt; interactive chat is human-only")
     if prompt is not None and not prompt.strip():
         raise ValidationError("The prompt is empty")
+    from mlxk2.engine.constraints import JSON_OBJECT, ConstraintSpec
+
+    constraint = None
+    if args.json_schema is not None:
+        schema = _read_json_file(args.json_schema, "--json-schema")
+        if not isinstance(schema, dict):
+            raise ValidationError(f"--json-schema {args.json_schema}: not a JSON object")
+        constraint = ConstraintSpec.json_schema(schema)
+    elif args.format == "json":
+        constraint = JSON_OBJECT
+    tools = ops.read_tools(_read_json_file(args.tools, "--tools")) if args.tools else ()
+    if prompt is None and (constraint is not None or tools):
+        raise ValidationError("--json-schema, --format json and --tools need a prompt")
+    choice = ops.tool_choice(args.tool_choice, tools) if tools else None
     params = SamplingParams(
         temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, min_p=args.min_p,
         repetition_penalty=args.repetition_penalty, seed=args.seed,
@@ -120,6 +155,10 @@ def _handle(args: argparse.Namespace, out: Output, leader: Leader | None) -> int
             return batch.loaded
 
         model = ops.open_model(args.model, loader=open_everywhere)
+        if args.verbose:
+            from mlxk2.engine.distributed import launch_environment, rank_layout
+
+            out.warn(_distributed.layout_line(rank_layout(leader, launch_environment())))
     use_template = not args.no_chat_template
 
     if prompt is None:
@@ -144,7 +183,8 @@ def _handle(args: argparse.Namespace, out: Output, leader: Leader | None) -> int
 
     prepared = ops.prepare_one_shot(
         model.loaded, prompt, system=args.system, use_template=use_template,
-        max_tokens=args.max_tokens, stop=args.stop,
+        max_tokens=args.max_tokens, stop=args.stop, constraint=constraint, tools=tools,
+        choice=choice,
     )
     budget = prepared.budget
     if budget.clamped and budget.requested is not None:
@@ -152,8 +192,9 @@ def _handle(args: argparse.Namespace, out: Output, leader: Leader | None) -> int
                                       model.loaded.context_length))
     events = ops.run_one_shot(model, prepared, params, batch=batch)
     if out.json:
-        engine = ops.engine_facts(model.loaded)
-        return out.success("run", ops.collect(model.name, prompt, events, engine).to_dict())
+        result = ops.collect(model.name, prompt, events, structured=constraint is not None,
+                             engine=ops.engine_facts(model.loaded))
+        return out.success("run", result.to_dict())
     printer = render.ReplyPrinter(out.stdout, color=out.color,
                                   show_reasoning=not args.no_reasoning,
                                   buffered=args.no_stream)

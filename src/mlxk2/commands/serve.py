@@ -1,10 +1,12 @@
 """Start an OpenAI-compatible API server with continuous batching.
 
-Binds to 127.0.0.1 unless --host says otherwise. Endpoints: /health,
-/v1/models, /v1/chat/completions, /v1/completions and /metrics.
+Binds to 127.0.0.1 unless --host says otherwise. Endpoints: / (a chat page),
+/health, /v1/models, /v1/ps, /v1/models/{id}/load and /unload,
+/v1/chat/completions, /v1/completions and /metrics.
 
 Across several ranks: mlx.launch -n 2 --backend ring -- mlxk2 serve --model M --distributed
-(rank 0 binds and answers; the other ranks follow it).
+(rank 0 binds and answers; the other ranks follow it), or let mlxk2 run mlx.launch:
+mlxk2 serve --hostfile hosts.json --model M.
 """
 
 from __future__ import annotations
@@ -14,11 +16,9 @@ import logging
 import os
 
 from mlxk2.commands import _distributed
-from mlxk2.commands._common import add_engine_arguments
+from mlxk2.commands._common import API_KEY_ENV, add_engine_arguments
 from mlxk2.errors import ValidationError
 from mlxk2.output.sink import Output
-
-API_KEY_ENV = "MLXK2_API_KEY"
 
 
 def _integer(text: str) -> int:
@@ -81,6 +81,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Keep the KV cache of the last N requests per model, so a prompt "
                              "that begins like one of them (the next turn of a chat) skips "
                              "that part of prefill; 0 turns it off (default: 16)")
+    parser.add_argument("--responses-store", type=int, default=256, metavar="N",
+                        help="Keep the last N stored /v1/responses answers in memory for "
+                             "previous_response_id and GET/DELETE; 0 stores none "
+                             "(default: 256)")
+    parser.add_argument("--max-n", type=_positive, default=8, metavar="N",
+                        help="Most choices (n) one request may ask for (default: 8)")
     parser.add_argument("--shutdown-grace", default="10s", metavar="DURATION",
                         help="After SIGINT/SIGTERM, refuse new requests (503) and give running "
                              "ones this long to finish before aborting them: 0, 30s, 2m, "
@@ -88,7 +94,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error", "critical"])
     parser.add_argument("--log-json", action="store_true", help="Log one JSON object per line")
+    parser.add_argument("--no-ui", dest="ui", action="store_false",
+                        help="Do not serve the chat page at /")
     _distributed.add_arguments(parser)
+    _distributed.add_launch_arguments(parser)
     add_engine_arguments(parser)
 
 
@@ -109,19 +118,27 @@ def handle(args: argparse.Namespace, out: Output) -> int:
         max_concurrency=args.max_concurrency,
         max_queue=max(0, args.max_queue),
         prompt_cache=max(0, args.prompt_cache),
+        responses_store=max(0, args.responses_store),
+        max_n=args.max_n,
         log_level=args.log_level,
         log_json=args.log_json,
         shutdown_grace=parse_duration(args.shutdown_grace),
         cpu_dtype=args.cpu_dtype,
         threads=args.threads,
+        ui=args.ui,
     )
     _distributed.check_arguments(args)
-    if args.distributed and config.max_loaded_models > 1:
+    if (args.distributed or args.hostfile) and config.max_loaded_models > 1:
         raise ValidationError("--distributed serves one model at a time; "
                               "leave --max-loaded-models at 1")
-    if args.distributed and (args.cpu_dtype == "float32" or args.threads):
+    if (args.distributed or args.hostfile) and (args.cpu_dtype == "float32" or args.threads):
         raise ValidationError("--cpu-dtype float32 and --threads apply to single-machine "
                               "serving; --distributed keeps the model as stored")
+    if args.starting_port is not None and args.hostfile is None:
+        raise ValidationError("--starting-port needs --hostfile")
+    if args.hostfile is not None:
+        _distributed.exec_launcher(_distributed.launcher_command(
+            args, "serve", add_arguments, json_mode=out.json))
     configure_logging(config.log_level, config.log_json)
     log = logging.getLogger("mlxk2.server")  # one log format, JSON included
     fault = _distributed.ServeFault()
@@ -136,6 +153,12 @@ def handle(args: argparse.Namespace, out: Output) -> int:
         raise
     worker = Worker() if leader is None else _distributed.serving_worker(leader, fault)
     worker.start()
+    if leader is None:
+        # Bound on the MLX thread before any load there imports mlx (a distributed
+        # rank imported it to join, so it keeps the stock BLAS).
+        from mlxk2.engine.blas import ensure_blas, server_threads
+
+        worker.call(ensure_blas, config.threads or server_threads()).result()
     provider = ModelProvider(
         worker,
         max_loaded=config.max_loaded_models,
@@ -164,6 +187,8 @@ def handle(args: argparse.Namespace, out: Output) -> int:
     loopback = config.host in ("127.0.0.1", "localhost", "::1")
     scope = "loopback only" if loopback else "reachable from the network"
     log.info("mlxk2 server on %s (%s); OpenAI base URL %s/v1", url, scope, url)
+    if config.ui:
+        log.info("chat page on %s/", url)
     if not loopback and config.api_key is None:
         log.warning("listening beyond this machine without --api-key: anyone who can "
                     "reach %s can use it", url)

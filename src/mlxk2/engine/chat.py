@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 #: Stop string for the plain fallback format, so a base model does not write
@@ -24,8 +25,17 @@ def plain_chat_text(messages: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def template_reads(tokenizer: Any, variable: str) -> bool:
+    """Whether the model's chat template mentions ``variable`` (``tools``…)."""
+    template = getattr(tokenizer, "chat_template", None)
+    if isinstance(template, dict):
+        template = " ".join(str(t) for t in template.values())
+    return isinstance(template, str) and variable in template
+
+
 def build_prompt_tokens(
-    tokenizer: Any, messages: list[dict[str, Any]], *, use_template: bool = True
+    tokenizer: Any, messages: list[dict[str, Any]], *, use_template: bool = True,
+    options: Mapping[str, Any] | None = None,
 ) -> list[int]:
     """Token ids for a conversation, ready for the assistant's reply.
 
@@ -35,9 +45,12 @@ def build_prompt_tokens(
         use_template: Apply the model's chat template (with the generation
             prompt) when it has one; otherwise, or when False, fall back to the
             plain :func:`plain_chat_text` format.
+        options: Extra template variables (``enable_thinking``), for templates
+            that read them.
     """
     if use_template and has_chat_template(tokenizer):
-        return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True))
+        return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                                  **(options or {})))
     return raw_prompt_tokens(tokenizer, plain_chat_text(messages))
 
 

@@ -303,6 +303,20 @@ def sharder(group: Group, parallelism: Parallelism) -> Callable[[Any], None]:
     return shard
 
 
+def rank_layout(leader: Leader, launch: LaunchInfo | None) -> dict[str, Any]:
+    """The group as ``/health`` and ``run --verbose`` report it: size, backend, split, ranks."""
+    group = leader.group
+    return {
+        "world_size": group.size,
+        "rank": group.rank,
+        "backend": launch.backend if launch else None,
+        "parallel": leader.parallelism or leader.parallel,
+        "ranks": [{"rank": r, "addresses": list(a)} for r, a in
+                  enumerate(launch.hosts if launch else ())],
+        "healthy": group.broken is None,
+    }
+
+
 class Leader:
     """Rank 0's side: every decision that changes a batch is shared before it is applied.
 

@@ -15,9 +15,11 @@ from dataclasses import dataclass
 
 from mlxk2.engine.batch import GenerationRequest, ModelBatch
 from mlxk2.engine.chat import opens_reasoning
+from mlxk2.engine.constraints import ConstraintSpec
 from mlxk2.engine.events import Aborted, Event, Finished
 from mlxk2.engine.load import LoadedModel
 from mlxk2.engine.sampling import SamplingParams
+from mlxk2.engine.tools import ToolCalling
 from mlxk2.errors import ValidationError
 
 #: Used when a model's config states no context length.
@@ -63,6 +65,9 @@ def generate(
     max_tokens: int | None = None,
     stop: Sequence[str] = (),
     reasoning: bool = True,
+    constraint: ConstraintSpec | None = None,
+    tools: ToolCalling | None = None,
+    top_logprobs: int | None = None,
     batch: ModelBatch | None = None,
 ) -> Iterator[Event]:
     """Generate a reply to ``prompt_tokens``.
@@ -76,7 +81,11 @@ def generate(
             clamped to it (use :func:`plan_max_tokens` to learn about clamping).
         stop: Stop strings; the text ends before the earliest one.
         reasoning: Report ``<think>`` / analysis-channel text as ``Delta.reasoning``;
-            when False all text is content.
+            when False all text is content. A constraint turns it off: the
+            grammar covers the whole reply.
+        constraint: A grammar the reply must match (see :mod:`mlxk2.engine.constraints`).
+        tools: How to read tool calls from the reply (see :mod:`mlxk2.engine.tools`).
+        top_logprobs: Report log-probabilities with this many alternatives (0..20).
         batch: The batch to run in, kept by a caller with several requests in a
             row (a chat) so its prompt cache reuses earlier ones; by default a
             private one, closed at the end.
@@ -88,11 +97,17 @@ def generate(
 
     Raises:
         ValidationError: an empty prompt, or one that fills the context.
+        ConstraintError: a constraint that does not compile.
     """
     prompt = list(prompt_tokens)
     if not prompt:
         raise ValidationError("The prompt has no tokens")
     budget = plan_max_tokens(loaded.context_length, len(prompt), max_tokens)
+    if constraint is not None:
+        from mlxk2.engine.constraints import compiler_for
+
+        compiler_for(loaded).check(constraint)
+        reasoning = False
     request = GenerationRequest(
         prompt_tokens=prompt,
         max_tokens=budget.max_tokens,
@@ -100,6 +115,9 @@ def generate(
         stops=tuple(stop),
         split_reasoning=reasoning,
         start_in_reasoning=reasoning and opens_reasoning(loaded.tokenizer, prompt),
+        constraint=constraint,
+        tools=tools,
+        top_logprobs=top_logprobs,
     )
     if batch is not None:
         return run_request(batch, request)
@@ -110,17 +128,20 @@ def run_request(batch: ModelBatch, request: GenerationRequest) -> Iterator[Event
     """Add ``request`` to ``batch`` and step the batch until the request ends.
 
     Yields:
-        The request's events as each step decides them, the final one last.
+        The request's events as each step decides them, the final one last
+        (with ``n`` choices, after each choice's :class:`Finished`).
     """
     pending: deque[Event] = deque()
     uid = batch.add(request, pending.append)
     over = False
+    unfinished = request.n
     try:
         while not over:
             batch.step()
-            while pending:
+            while pending and not over:
                 event = pending.popleft()
-                over = isinstance(event, (Finished, Aborted))
+                unfinished -= isinstance(event, Finished)
+                over = unfinished == 0 or isinstance(event, Aborted)
                 yield event
     finally:
         if not over:

@@ -3,10 +3,12 @@
 :class:`TokenPipeline` is fed every token the generator samples for a request
 and returns the :mod:`mlxk2.engine.events` they decide. It owns a fresh streaming
 detokenizer, hides special tokens, cuts at stop strings, splits reasoning from
-the answer and keeps exact token counts and timings. ``run`` and ``serve`` both
-reach it through :class:`mlxk2.engine.batch.ModelBatch`, so each behaviour is
-implemented here once. Per-token extras (log-probabilities, later tool-call or
-grammar state) travel in the :class:`Token` record.
+the answer, finds tool calls in the answer (:class:`~mlxk2.engine.tools.ToolCallScanner`),
+reports log-probabilities when asked, and keeps exact token counts and timings.
+``run`` and ``serve`` both reach it through :class:`mlxk2.engine.batch.ModelBatch`,
+so each behaviour is implemented here once. Per-token extras (log-probabilities) travel in the
+:class:`Token` record; a grammar acts earlier, on the logits (see
+:mod:`mlxk2.engine.constraints`).
 
 Why not mlx-lm's ``TextStateMachine``: mlx-lm 0.32 ships a character-level
 Aho-Corasick machine that strips markers and holds back partial matches, which
@@ -23,11 +25,12 @@ an opening marker. Ours stay; each is a small, separately tested class.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mlxk2.engine.events import Delta, Event, Finished
+from mlxk2.engine.events import Delta, Event, Finished, TokenLogprob, ToolCall
 from mlxk2.engine.reasoning import CONTENT, REASONING, ReasoningParser
 from mlxk2.engine.stops import StopMatcher
 
@@ -56,17 +59,33 @@ class TokenPipeline:
 
     Args:
         loaded: The model; its tokenizer, hidden special tokens and load time are read.
-        request: The request's stop strings and reasoning settings.
+        request: The request's stop strings, reasoning, tool and logprob settings.
         cached_tokens: Prompt tokens reused from the prompt cache (for the usage report).
+        choice: Which of the request's ``n`` choices this is; stamped on its events.
     """
 
     def __init__(self, loaded: LoadedModel, request: GenerationRequest,
-                 cached_tokens: int = 0) -> None:
+                 cached_tokens: int = 0, choice: int = 0) -> None:
         self._started = time.perf_counter()
         self._prompt_tokens = len(request.prompt_tokens)
         self._cached_tokens = cached_tokens
         self._load_s = loaded.load_s
+        self._choice = choice
         self._hidden = loaded.hidden_tokens
+        self._tools = None
+        if request.tools is not None:
+            from mlxk2.engine.tools import ToolCallScanner
+
+            self._tools = ToolCallScanner(request.tools, choice)
+            markers = (request.tools.start, request.tools.end)
+            self._hidden = {i: t for i, t in self._hidden.items() if t not in markers}
+        self._top_logprobs = request.top_logprobs
+        self._vocab: Any = None
+        if request.top_logprobs is not None:
+            from mlxk2.engine.constraints import compiler_for
+
+            self._vocab = compiler_for(loaded)
+        self._logprobs: list[TokenLogprob] = []
         self._detokenizer = loaded.tokenizer.detokenizer  # a fresh copy on each access
         self._stops = StopMatcher(request.stops)
         self._reasoning = (
@@ -98,6 +117,8 @@ class TokenPipeline:
             self._first_at = self._last_at
         self._token_ids.append(token.id)
         hit_stop_token = token.engine_finish == "stop"
+        if self._vocab is not None and not hit_stop_token:
+            self._logprobs.append(self._logprob(token))
         if not hit_stop_token and token.id not in self._hidden:
             self._detokenizer.add_token(token.id)
         if token.engine_finish is not None:
@@ -109,25 +130,56 @@ class TokenPipeline:
         elif token.engine_finish is not None:
             text += self._stops.flush()
             reason = "stop" if hit_stop_token else "length"
+        final = reason is not None
+        content, reasoning = self._split(text, final)
+        calls: list[ToolCall] = []
+        if self._tools is not None:
+            content, calls = self._tools.feed(content)
+            if final:
+                rest, more = self._tools.flush()
+                content, calls = content + rest, calls + more
         events: list[Event] = []
-        delta = self._split(text, final=reason is not None)
-        if delta is not None:
-            events.append(delta)
+        if content or reasoning or (final and self._logprobs):
+            events.append(Delta(content, reasoning, tuple(self._logprobs), self._choice))
+            self._logprobs = []
+        events.extend(calls)
         if reason is not None:
+            if reason == "stop" and self._tools is not None and self._tools.calls:
+                reason = "tool_calls"
             self.finished = self._finish(reason)
             events.append(self.finished)
         return events
 
-    def _split(self, text: str, final: bool) -> Delta | None:
+    def _split(self, text: str, final: bool) -> tuple[str, str]:
         """Route text to content or reasoning; on the last call, flush held-back text."""
         if self._reasoning is None:
-            return Delta(text) if text else None
+            return text, ""
         parts = self._reasoning.feed(text) if text else []
         if final:
             parts = [*parts, *self._reasoning.flush()]
         content = "".join(t for kind, t in parts if kind == CONTENT)
         reasoning = "".join(t for kind, t in parts if kind == REASONING)
-        return Delta(content, reasoning) if content or reasoning else None
+        return content, reasoning
+
+    def _logprob(self, token: Token) -> TokenLogprob:
+        """The sampled token's log-probability and its ``top_logprobs`` best alternatives."""
+        import mlx.core as mx
+
+        values: Any = token.logprobs
+        top: tuple[TokenLogprob, ...] = ()
+        count = self._top_logprobs or 0
+        if count:
+            best = mx.argpartition(-values, kth=count - 1)[:count]
+            ids: list[int] = best.tolist()  # type: ignore[assignment]
+            logprobs: list[float] = values[best].tolist()
+            pairs = sorted(zip(ids, logprobs, strict=True), key=lambda p: -p[1])
+            top = tuple(self._entry(i, v) for i, v in pairs if math.isfinite(v))
+        return self._entry(token.id, float(values[token.id].item()), top)
+
+    def _entry(self, token_id: int, logprob: float,
+               top: tuple[TokenLogprob, ...] = ()) -> TokenLogprob:
+        raw = self._vocab.token_bytes(token_id)
+        return TokenLogprob(raw.decode("utf-8", errors="replace"), raw, logprob, top)
 
     def _finish(self, reason: str) -> Finished:
         ended = time.perf_counter()
@@ -142,4 +194,6 @@ class TokenPipeline:
             decode_s=(self._last_at or ended) - first,
             generation_s=ended - self._started,
             load_s=self._load_s,
+            choice=self._choice,
+            stop_sequence=self._stops.matched,
         )

@@ -21,6 +21,9 @@ class StopMatcher:
         self._longest = max((len(s) for s in self._stops), default=0)
         self._held = ""
         self.stopped = False
+        #: The stop string that ended the stream, once one has.
+        self.matched: str | None = None
+        self._candidate: str | None = None
 
     def feed(self, text: str) -> tuple[str, bool]:
         """Add a piece of the stream.
@@ -39,6 +42,7 @@ class StopMatcher:
         if hit is not None and (pending is None or pending >= hit):
             self._held = ""
             self.stopped = True
+            self.matched = self._candidate
             return buf[:hit], True
         cut = len(buf) if pending is None else pending
         self._held = buf[cut:]
@@ -52,12 +56,16 @@ class StopMatcher:
         hit = self._earliest_match(buf)
         if hit is not None:
             self.stopped = True
+            self.matched = self._candidate
             return buf[:hit]
         return buf
 
     def _earliest_match(self, buf: str) -> int | None:
-        found = [i for i in (buf.find(s) for s in self._stops) if i >= 0]
-        return min(found) if found else None
+        found = [(i, s) for i, s in ((buf.find(s), s) for s in self._stops) if i >= 0]
+        if not found:
+            return None
+        at, self._candidate = min(found, key=lambda pair: pair[0])
+        return at
 
     def _pending_start(self, buf: str) -> int | None:
         """Where the longest tail of ``buf`` that could still grow into a stop begins."""

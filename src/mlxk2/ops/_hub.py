@@ -3,7 +3,8 @@
 * :func:`translate` is the one table from huggingface_hub / httpx / OS errors to
   ``mlxk2.errors`` classes;
 * :func:`parse_spec` splits ``name@rev`` and validates the name;
-* :func:`run_interruptible` keeps Ctrl-C responsive during a blocking download;
+* :func:`run_interruptible` keeps Ctrl-C responsive during a blocking download,
+  which :func:`download_snapshot` makes;
 * :func:`quiet_tqdm` is the progress class used when no bars should be shown.
 
 huggingface_hub is imported inside the functions, so importing this module is cheap.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from mlxk2.errors import (
@@ -131,6 +133,16 @@ def run_interruptible(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     if errors:
         raise errors[0]
     return values[0]
+
+
+def download_snapshot(repo_id: str, revision: str | None, cache: Path, tqdm_class: type | None,
+                      token: str | None) -> Path:
+    """``snapshot_download`` into ``cache``, interruptible, quiet unless given a bar class."""
+    from huggingface_hub import snapshot_download
+
+    path = run_interruptible(snapshot_download, repo_id, revision=revision, cache_dir=cache,
+                             tqdm_class=tqdm_class or quiet_tqdm(), token=token)
+    return Path(path)
 
 
 def quiet_tqdm() -> type:

@@ -1,6 +1,7 @@
 """Writing a new workspace folder so that no moment of it looks like a healthy model.
 
-Shared by the ops that create a model folder from something else (``import``).
+Shared by the ops that create a model folder from something else (``import``,
+``convert``).
 The folder is built hidden beside the destination, carrying an ``*.incomplete``
 marker that the integrity rules count as unhealthy; it is verified, renamed
 into place, and only then loses the marker. Its name carries the writer's
@@ -15,10 +16,11 @@ import glob
 import os
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-from mlxk2.cache.integrity import workspace_report
+from mlxk2.cache.integrity import check_integrity, workspace_report
 from mlxk2.cache.layout import overlaps_cache
 from mlxk2.errors import (
     FilesystemError,
@@ -28,9 +30,22 @@ from mlxk2.errors import (
     ValidationError,
 )
 
+#: ``progress(stage, done, total)``: called as a writer's work advances; the CLI draws a bar.
+Progress = Callable[[str, int, int], None]
 
-def check_new_workspace(target: str, target_dir: Path, cache: Path, verb: str) -> None:
+
+def check_new_workspace(
+    target: str, target_dir: Path, cache: Path, verb: str, *, source_dir: Path | None = None
+) -> None:
     """Refuse a destination inside the cache, or one that exists and is not an empty folder.
+
+    Args:
+        target: The destination as typed, for the messages.
+        target_dir: The destination with links resolved.
+        cache: The hub cache, which only downloads write to.
+        verb: The command, for the messages ("import").
+        source_dir: A model folder the command reads: the destination may be
+            neither it nor inside it.
 
     Raises:
         ValidationError: Naming the destination as typed.
@@ -40,6 +55,12 @@ def check_new_workspace(target: str, target_dir: Path, cache: Path, verb: str) -
             f"Destination '{target}' is inside the Hugging Face cache; "
             f"{verb} writes only to workspace folders"
         )
+    if source_dir is not None:
+        real_source = Path(os.path.realpath(source_dir))
+        if target_dir == real_source:
+            raise ValidationError("Source and destination are the same folder")
+        if real_source in target_dir.parents:
+            raise ValidationError(f"Destination '{target}' is inside the source model")
     if target_dir.exists() or target_dir.is_symlink():
         if not target_dir.is_dir():
             raise ValidationError(f"Destination '{target}' exists and is not a folder")
@@ -79,6 +100,24 @@ def staged_folder(target: Path, marker: str, what: str) -> Iterator[Path]:
         raise
     with filesystem_errors(target):
         (target / marker).unlink()
+
+
+@dataclass(frozen=True)
+class WrittenFolder:
+    """What a finished writer left in its destination, for the op's result."""
+
+    files: int
+    size_bytes: int
+    health: str  # "healthy" or "unhealthy", by the integrity rules
+
+
+def written_folder(target: Path) -> WrittenFolder:
+    """Count, measure and check the folder :func:`staged_folder` put in place."""
+    with filesystem_errors(target):
+        files = [p for p in target.rglob("*") if p.is_file()]
+        size = sum(p.stat().st_size for p in files)
+    health = "healthy" if check_integrity(target) is None else "unhealthy"
+    return WrittenFolder(len(files), size, health)
 
 
 def remove_abandoned_staging(target: Path, marker: str) -> None:

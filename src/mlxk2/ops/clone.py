@@ -31,7 +31,7 @@ from mlxk2.errors import (
     PermissionDeniedError,
     ValidationError,
 )
-from mlxk2.ops._hub import parse_spec, quiet_tqdm, run_interruptible, translate
+from mlxk2.ops._hub import download_snapshot, parse_spec, translate
 
 CLONE_CACHE_SUFFIX = ".mlxk2-clone"
 STAGING_SUFFIX = ".mlxk2-partial"
@@ -84,7 +84,7 @@ def clone(spec: str, target_dir: str, *, tqdm_class: type | None = None,
     staging = target.parent / f".{target.name}{STAGING_SUFFIX}"
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        snapshot = _download(repo_id, revision, cache, tqdm_class, token)
+        snapshot = download_snapshot(repo_id, revision, cache, tqdm_class, token)
         remove_tree(staging, ignore_errors=True)
         count = _copy_tree(snapshot, staging)
         if target.exists():
@@ -117,15 +117,6 @@ def _classify(error: MlxkError, exc: BaseException, target_dir: str) -> MlxkErro
         return FilesystemError(f"Cannot write the workspace '{target_dir}': {exc}",
                                data={**data, "clone_status": "filesystem_error"})
     return error
-
-
-def _download(repo_id: str, revision: str | None, cache: Path, tqdm_class: type | None,
-              token: str | None) -> Path:
-    from huggingface_hub import snapshot_download
-
-    path = run_interruptible(snapshot_download, repo_id, revision=revision, cache_dir=cache,
-                             tqdm_class=tqdm_class or quiet_tqdm(), token=token)
-    return Path(path)
 
 
 def _copy_tree(snapshot: Path, dest: Path) -> int:

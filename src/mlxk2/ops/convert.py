@@ -13,11 +13,8 @@ removes what a killed one left behind.
 
 from __future__ import annotations
 
-import contextlib
-import glob
 import json
 import os
-import secrets
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -26,19 +23,17 @@ from typing import Any
 
 from mlxk2.cache.config import read_config
 from mlxk2.cache.files import WEIGHT_FORMATS, folder_bytes
-from mlxk2.cache.integrity import check_integrity, workspace_report
-from mlxk2.cache.layout import cache_root, overlaps_cache
+from mlxk2.cache.integrity import check_integrity
+from mlxk2.cache.layout import cache_root
 from mlxk2.cache.runtime import runtime_reason
 from mlxk2.cache.safetensors import SafetensorsError, read_header
 from mlxk2.errors import (
-    FilesystemError,
-    MlxkError,
     ModelIncompatibleError,
     ModelNotFoundError,
     ModelUnhealthyError,
-    PermissionDeniedError,
     ValidationError,
 )
+from mlxk2.ops._staging import Progress, check_new_workspace, staged_folder, written_folder
 from mlxk2.resolve import resolve
 
 REPAIR_INDEX = "repair-index"
@@ -50,10 +45,6 @@ GROUP_SIZES = (32, 64, 128)
 DTYPES = ("float16", "bfloat16", "float32")
 INDEX_NAME = "model.safetensors.index.json"
 MARKER = "mlxk2-convert.incomplete"
-
-#: ``progress(stage, done, total)``: called as work advances; the CLI draws a bar.
-Progress = Callable[[str, int, int], None]
-
 
 @dataclass(frozen=True)
 class ConvertPlan:
@@ -121,7 +112,8 @@ def plan_convert(
         raise ModelNotFoundError(f"'{source}' has no snapshot to convert")
     source_dir = resolved.path
     target_dir = Path(os.path.realpath(Path(target).expanduser()))  # './new/..' is '.'
-    _check_target(source_dir, target, target_dir, cache_root() if root is None else root)
+    cache = cache_root() if root is None else root
+    check_new_workspace(target, target_dir, cache, "convert", source_dir=source_dir)
     plan = ConvertPlan(
         source=resolved.name,
         source_dir=source_dir,
@@ -184,59 +176,18 @@ def run_convert(plan: ConvertPlan, progress: Progress | None = None) -> ConvertR
     """
     report = progress or (lambda stage, done, total: None)
     before = folder_bytes(plan.source_dir, skip_hidden=True)
-    target = plan.target_dir
-    with _filesystem_errors(target):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _remove_abandoned_staging(target)
-        staging = target.parent / f".{target.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp"
-        staging.mkdir()  # unlike mkdtemp, keeps the umask's permissions for the result
-    try:
-        with _filesystem_errors(target):
-            (staging / MARKER).write_bytes(b"")
-            _WRITERS[plan.operation](plan, staging, report)
-        _verify(staging)
-        with _filesystem_errors(target):
-            if target.exists():
-                target.rmdir()  # checked empty when planning
-            staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    with _filesystem_errors(target):
-        (target / MARKER).unlink()
-    files = [p for p in target.rglob("*") if p.is_file()]
+    with staged_folder(plan.target_dir, MARKER, "converted model") as staging:
+        _WRITERS[plan.operation](plan, staging, report)
+    written = written_folder(plan.target_dir)
     return ConvertResult(
         source=plan.source,
         target=plan.target,
         operation=plan.operation,
-        files_written=len(files),
+        files_written=written.files,
         size_bytes_before=before,
-        size_bytes_after=sum(p.stat().st_size for p in files),
-        health="healthy" if check_integrity(target) is None else "unhealthy",
+        size_bytes_after=written.size_bytes,
+        health=written.health,
     )
-
-
-def _remove_abandoned_staging(target: Path) -> None:
-    """Delete hidden folders of earlier converts to ``target`` whose process is gone.
-
-    Only folders that still carry the incomplete marker are touched, so nothing a
-    convert finished, and nothing that is not ours, is ever removed.
-    """
-    prefix = f".{target.name}."
-    for folder in target.parent.glob(f"{glob.escape(prefix)}*.tmp"):
-        writer = folder.name[len(prefix):].split(".")[0]
-        if writer.isdigit() and not _process_alive(int(writer)) and (folder / MARKER).is_file():
-            shutil.rmtree(folder, ignore_errors=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process
-    return True
 
 
 def _check_options(
@@ -256,29 +207,6 @@ def _check_options(
         raise ValidationError("A dtype only applies to --dtype")
     if operation == DTYPE and dtype not in DTYPES:
         raise ValidationError(f"--dtype takes one of {', '.join(DTYPES)}")
-
-
-def _check_target(source_dir: Path, target: str, target_dir: Path, cache: Path) -> None:
-    real_target = Path(os.path.realpath(target_dir))
-    real_source = Path(os.path.realpath(source_dir))
-    if overlaps_cache(real_target, cache):
-        raise ValidationError(
-            f"Destination '{target}' is inside the Hugging Face cache; "
-            "convert writes only to workspace folders"
-        )
-    if real_target == real_source:
-        raise ValidationError("Source and destination are the same folder")
-    if _within(real_target, real_source):
-        raise ValidationError(f"Destination '{target}' is inside the source model")
-    if target_dir.exists() or target_dir.is_symlink():
-        if not target_dir.is_dir():
-            raise ValidationError(f"Destination '{target}' exists and is not a folder")
-        if any(target_dir.iterdir()):
-            raise ValidationError(f"Destination '{target}' already exists and is not empty")
-
-
-def _within(path: Path, folder: Path) -> bool:
-    return path == folder or folder in path.parents
 
 
 def _check_loadable(plan: ConvertPlan) -> None:
@@ -377,22 +305,3 @@ _WRITERS: dict[str, Callable[[ConvertPlan, Path, Progress], None]] = {
     DTYPE: _write_cast,
 }
 
-
-def _verify(staging: Path) -> None:
-    """The copy must be healthy apart from its own in-progress marker."""
-    marker_note = f"Unfinished files: {MARKER}"
-    problems = [p for p in workspace_report(staging)["anomalies"] if p != marker_note]
-    if problems:
-        raise ModelUnhealthyError(f"The converted model would be unhealthy: {problems[0]}")
-
-
-@contextlib.contextmanager
-def _filesystem_errors(target: Path) -> Iterator[None]:
-    try:
-        yield
-    except MlxkError:
-        raise
-    except PermissionError as exc:
-        raise PermissionDeniedError(f"Permission denied writing near '{target}': {exc}") from exc
-    except OSError as exc:
-        raise FilesystemError(f"Cannot write '{target}': {exc}") from exc

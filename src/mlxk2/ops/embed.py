@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from mlxk2.cache.capabilities import Capability
-from mlxk2.cache.inspect import ModelInfo, inspect_model
+from mlxk2.cache.inspect import ModelInfo, require_usable
 from mlxk2.cache.layout import ResolvedModel
-from mlxk2.cache.rules import require
 from mlxk2.engine.embed import Encoder, load_encoder, matryoshka
-from mlxk2.errors import ModelUnhealthyError, ValidationError
+from mlxk2.errors import ValidationError
 from mlxk2.resolve import resolve
 
 
@@ -30,10 +29,7 @@ def check_embeddable(spec: str, root: Path | None = None) -> tuple[ResolvedModel
         ModelIncompatibleError: a chat or base model, or an encoder mlxk2 cannot run.
     """
     resolved = resolve(spec, root)
-    info = inspect_model(resolved)
-    require(info, Capability.EMBEDDINGS, hint="run generates text with it")
-    if resolved.path is None:  # inspect reports this as unhealthy; kept for type narrowing
-        raise ModelUnhealthyError(f"Model '{info.name}' has no snapshot", model=info.name)
+    info, _ = require_usable(resolved, Capability.EMBEDDINGS, hint="run generates text with it")
     return resolved, info
 
 

@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mlxk2.cache.integrity import check_integrity
 from mlxk2.cache.layout import cache_root
 from mlxk2.errors import ModelIncompatibleError, ModelNotFoundError, ValidationError
-from mlxk2.ops._staging import check_new_workspace, filesystem_errors, staged_folder
+from mlxk2.ops._staging import (
+    Progress,
+    check_new_workspace,
+    staged_folder,
+    written_folder,
+)
 from mlxk2.resolve import is_workspace_spec, resolve
 
 OLLAMA_PREFIX = "ollama:"
@@ -33,10 +36,6 @@ BITS = (4, 6, 8)
 GROUP_SIZES = (32, 64, 128)
 DTYPES = ("float16", "bfloat16", "float32")
 MARKER = "mlxk2-import.incomplete"
-
-#: ``progress(stage, done, total)``: called as work advances; the CLI draws a bar.
-Progress = Callable[[str, int, int], None]
-
 
 @dataclass(frozen=True)
 class ImportPlan:
@@ -70,19 +69,7 @@ class ImportResult:
     health: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "gguf_file": self.gguf_file,
-            "target": self.target,
-            "architecture": self.architecture,
-            "model_type": self.model_type,
-            "lossless": self.lossless,
-            "tensor_types": self.tensor_types,
-            "quantization": self.quantization,
-            "files_written": self.files_written,
-            "size_bytes": self.size_bytes,
-            "health": self.health,
-        }
+        return asdict(self)
 
 
 def plan_import(
@@ -163,30 +150,27 @@ def run_import(plan: ImportPlan, progress: Progress | None = None) -> ImportResu
     report = progress or (lambda stage, done, total: None)
     header = read_header(plan.gguf_path)
     with staged_folder(plan.target_dir, MARKER, "imported model") as staging:
-        written = write_mlx_model(header, staging, bits=plan.bits, group_size=plan.group_size,
-                                  dtype=plan.dtype, progress=report)
+        imported = write_mlx_model(header, staging, bits=plan.bits, group_size=plan.group_size,
+                                   dtype=plan.dtype, progress=report)
         report("Checking with mlx-lm", 0, 1)
         _check_loads(staging)
         report("Checking with mlx-lm", 1, 1)
-    target = plan.target_dir
-    with filesystem_errors(target):
-        files = [p for p in target.rglob("*") if p.is_file()]
-        size = sum(p.stat().st_size for p in files)
+    written = written_folder(plan.target_dir)
     quantization = None
-    if written.quantization is not None:
-        quantization = {k: written.quantization[k] for k in ("bits", "group_size")}
+    if imported.quantization is not None:
+        quantization = {k: imported.quantization[k] for k in ("bits", "group_size")}
     return ImportResult(
         source=plan.source,
         gguf_file=str(plan.gguf_path),
         target=plan.target,
-        architecture=written.architecture,
-        model_type=written.model_type,
-        lossless=written.lossless,
-        tensor_types=written.tensor_types,
+        architecture=imported.architecture,
+        model_type=imported.model_type,
+        lossless=imported.lossless,
+        tensor_types=imported.tensor_types,
         quantization=quantization,
-        files_written=len(files),
-        size_bytes=size,
-        health="healthy" if check_integrity(target) is None else "unhealthy",
+        files_written=written.files,
+        size_bytes=written.size_bytes,
+        health=written.health,
     )
 
 

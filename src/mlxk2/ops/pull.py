@@ -17,7 +17,7 @@ from typing import Any
 from mlxk2.cache.integrity import check_integrity
 from mlxk2.cache.layout import cache_root, held_locks, repo_folder
 from mlxk2.errors import DownloadFailedError, LocksPresentError, MlxkError
-from mlxk2.ops._hub import parse_spec, quiet_tqdm, run_interruptible, translate
+from mlxk2.ops._hub import download_snapshot, parse_spec, run_interruptible, translate
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def pull(spec: str, *, root: Path | None = None, tqdm_class: type | None = None,
     try:
         if snapshot is not None:
             return _repair(root, repo_id, snapshot, problem or "", tqdm_class, token)
-        path = _download(root, repo_id, revision, tqdm_class, token)
+        path = download_snapshot(repo_id, revision, root, tqdm_class, token)
     except KeyboardInterrupt:
         _mark_unfinished(repo_folder(root, repo_id) / "blobs")
         raise
@@ -97,15 +97,6 @@ def _refuse_while_downloading(root: Path, repo_id: str) -> None:
             f"Another process is downloading {repo_id}; run pull again when it has finished",
             data=failure_data(repo_id, "in_progress"), locks_detected=True,
             lock_files=list(locks))
-
-
-def _download(root: Path, repo_id: str, revision: str | None, tqdm_class: type | None,
-              token: str | None) -> Path:
-    from huggingface_hub import snapshot_download
-
-    path = run_interruptible(snapshot_download, repo_id, revision=revision, cache_dir=root,
-                             tqdm_class=tqdm_class or quiet_tqdm(), token=token)
-    return Path(path)
 
 
 def _cached_snapshot(root: Path, repo_id: str, revision: str | None) -> Path | None:
@@ -157,7 +148,7 @@ def _repair(root: Path, repo_id: str, snapshot: Path, problem: str, tqdm_class: 
     _discard_unfinished(snapshot.parent.parent / "blobs")
     refetch = tuple(sorted({*broken, *report.missing_paths}))
     if refetch:
-        _download(root, repo_id, commit, tqdm_class, token)
+        download_snapshot(repo_id, commit, root, tqdm_class, token)
         message = (f"Repaired model {repo_id}: re-downloaded {len(refetch)} missing or broken "
                    f"file(s) ({', '.join(refetch)})")
     elif check_integrity(snapshot) is None:

@@ -7,15 +7,15 @@ streams (see :mod:`mlxk2.engine.generate`) that the command layer renders.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mlxk2.cache.capabilities import Capability
-from mlxk2.cache.inspect import ModelInfo, inspect_model
+from mlxk2.cache.inspect import ModelInfo, require_usable
 from mlxk2.cache.layout import ResolvedModel
-from mlxk2.cache.rules import require
 from mlxk2.engine.batch import ModelBatch
 from mlxk2.engine.chat import (
     PLAIN_TURN_STOP,
@@ -23,11 +23,13 @@ from mlxk2.engine.chat import (
     has_chat_template,
     raw_prompt_tokens,
 )
-from mlxk2.engine.events import Delta, Event, Finished, collect_events
+from mlxk2.engine.constraints import ConstraintSpec
+from mlxk2.engine.events import Delta, Event, Finished, ToolCall, collect_events
 from mlxk2.engine.generate import TokenBudget, generate, plan_max_tokens
 from mlxk2.engine.load import LoadedModel, load_model
 from mlxk2.engine.sampling import SamplingParams
-from mlxk2.errors import ModelUnhealthyError, ValidationError
+from mlxk2.engine.tools import ToolCalling, ToolChoice, ToolFunction
+from mlxk2.errors import ValidationError
 from mlxk2.resolve import resolve
 
 #: Finished turns whose KV cache a chat keeps: the last one, which the next turn extends.
@@ -57,10 +59,7 @@ def check_runnable(spec: str, root: Path | None = None) -> tuple[ResolvedModel, 
             architecture the installed mlx-lm does not support.
     """
     resolved = resolve(spec, root)
-    info = inspect_model(resolved)
-    require(info, Capability.TEXT_GENERATION)
-    if resolved.path is None:  # inspect reports this as unhealthy; kept for type narrowing
-        raise ModelUnhealthyError(f"Model '{info.name}' has no snapshot", model=info.name)
+    info, _ = require_usable(resolved, Capability.TEXT_GENERATION)
     return resolved, info
 
 
@@ -98,11 +97,53 @@ def engine_facts(loaded: LoadedModel) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class PreparedPrompt:
-    """Prompt tokens with the token budget and stop strings that go with them."""
+    """Prompt tokens with the token budget and stop strings that go with them.
+
+    ``constraint`` is the grammar the reply must match and ``tools`` how its
+    tool calls are read.
+    """
 
     tokens: list[int]
     budget: TokenBudget
     stop: tuple[str, ...]
+    constraint: ConstraintSpec | None = None
+    tools: ToolCalling | None = None
+
+
+def read_tools(document: object) -> tuple[ToolFunction, ...]:
+    """Functions from an OpenAI ``tools`` list (or an object holding one under ``tools``).
+
+    Raises:
+        ValidationError: the document is not such a list.
+    """
+    if isinstance(document, dict):
+        document = document.get("tools")
+    if not isinstance(document, list):
+        raise ValidationError("The tools file must hold a JSON list of tools")
+    functions = []
+    for tool in document:
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(tool, dict) or tool.get("type") != "function" \
+                or not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise ValidationError("Each tool must be {\"type\": \"function\", "
+                                  "\"function\": {\"name\": ...}}")
+        parameters = function.get("parameters", {"type": "object", "properties": {}})
+        functions.append(ToolFunction(function["name"], str(function.get("description") or ""),
+                                      json.dumps(parameters)))
+    return tuple(functions)
+
+
+def tool_choice(text: str, tools: Sequence[ToolFunction]) -> ToolChoice:
+    """``--tool-choice``: ``auto``, ``required``, ``none`` or a function's name.
+
+    Raises:
+        ValidationError: a name that is not among ``tools``.
+    """
+    if text in ("auto", "required", "none"):
+        return ToolChoice(text)  # type: ignore[arg-type]
+    if text not in {t.name for t in tools}:
+        raise ValidationError(f"--tool-choice {text!r} is not a tool in the tools file")
+    return ToolChoice("function", text)
 
 
 def prepare_one_shot(
@@ -113,20 +154,43 @@ def prepare_one_shot(
     use_template: bool = True,
     max_tokens: int | None = None,
     stop: Sequence[str] = (),
+    constraint: ConstraintSpec | None = None,
+    tools: Sequence[ToolFunction] = (),
+    choice: ToolChoice | None = None,
 ) -> PreparedPrompt:
     """Tokens for a single prompt.
 
     Chat models get their template; a model without one, or ``use_template``
-    False, gets the prompt as written (after the system text, if any).
+    False, gets the prompt as written (after the system text, if any). Tools
+    go into the prompt as :mod:`mlxk2.engine.tools` decides, the same way the
+    server puts them; a forced ``choice`` is a grammar and takes the place of
+    ``constraint``.
+
+    Raises:
+        ValidationError: the prompt fills the context, or tools without a chat model.
+        ConstraintError: a grammar that does not compile.
     """
-    if use_template and has_chat_template(loaded.tokenizer):
-        messages = _with_system(system, [{"role": "user", "content": prompt}])
+    from mlxk2.engine.constraints import compiler_for
+    from mlxk2.engine.tools import build_tool_prompt, forced_call_grammar, tool_calling
+
+    choice = choice or ToolChoice("auto" if tools else "none")
+    templated = use_template and has_chat_template(loaded.tokenizer)
+    if tools and not templated:
+        raise ValidationError("Tools need a chat model and its template")
+    messages = _with_system(system, [{"role": "user", "content": prompt}])
+    if tools:
+        tokens = build_tool_prompt(loaded.tokenizer, messages, tools, choice)
+    elif templated:
         tokens = build_prompt_tokens(loaded.tokenizer, messages)
     else:
         text = f"{system}\n\n{prompt}" if system else prompt
         tokens = raw_prompt_tokens(loaded.tokenizer, text)
     budget = plan_max_tokens(loaded.context_length, len(tokens), max_tokens)
-    return PreparedPrompt(tokens, budget, tuple(stop))
+    constraint = forced_call_grammar(tools, choice, parallel=True) or constraint
+    if constraint is not None:
+        compiler_for(loaded).check(constraint)
+    return PreparedPrompt(tokens, budget, tuple(stop), constraint,
+                          tool_calling(loaded.tokenizer, tools, choice))
 
 
 def _with_system(system: str | None, messages: list[dict[str, str]]) -> list[dict[str, str]]:
@@ -224,6 +288,10 @@ class RunResult:
     response: str
     reasoning: str | None
     finished: Finished
+    tool_calls: tuple[ToolCall, ...] = ()
+    #: The response read as JSON, for a run asked for JSON (None if it was cut short).
+    parsed: Any = None
+    structured: bool = False
     engine: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -235,6 +303,13 @@ class RunResult:
             "tokens_generated": done.completion_tokens,
             "generation_time_s": round(done.generation_s, 4),
         }
+        if self.structured:
+            data["parsed"] = self.parsed
+        if self.tool_calls:
+            data["tool_calls"] = [
+                {"id": c.id, "name": c.name, "arguments": json.loads(c.arguments)}
+                for c in self.tool_calls
+            ]
         if self.reasoning:
             data["reasoning"] = self.reasoning
         data["usage"] = {
@@ -261,18 +336,27 @@ def run_one_shot(
     return generate(
         model.loaded, prepared.tokens, params,
         max_tokens=prepared.budget.max_tokens, stop=prepared.stop, batch=batch,
+        constraint=prepared.constraint, tools=prepared.tools,
     )
 
 
 def collect(model_name: str, prompt: str, events: Iterable[Event],
-            engine: dict[str, Any] | None = None) -> RunResult:
+            structured: bool = False, engine: dict[str, Any] | None = None) -> RunResult:
     """Read a whole event stream into a :class:`RunResult`.
 
-    ``engine`` (see :func:`engine_facts`) is reported with the timings.
+    Args:
+        structured: The reply was constrained to JSON; read it into ``parsed``.
+        engine: Facts reported with the timings (see :func:`engine_facts`).
 
     Raises:
         BaseException: the error of an aborted generation.
     """
     reply = collect_events(events)
+    parsed = None
+    if structured:
+        try:
+            parsed = json.loads(reply.content)
+        except json.JSONDecodeError:
+            parsed = None  # cut short by max_tokens: the finish reason says so
     return RunResult(model_name, prompt, reply.content, reply.reasoning or None, reply.finished,
-                     engine or {})
+                     reply.tool_calls, parsed, structured, engine or {})

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, TextIO
 
-from mlxk2.engine.events import Aborted, Delta, Event, Finished
+from mlxk2.engine.events import Aborted, Delta, Event, Finished, ToolCall
 from mlxk2.errors import ValidationError
 from mlxk2.output.format import paint
 from mlxk2.output.sink import Output
@@ -31,6 +31,7 @@ _CONTROL_CHARS = dict.fromkeys(
 
 REASONING_OPEN = "[reasoning]"
 REASONING_CLOSE = "[/reasoning]"
+TOOL_CALL = "[tool call]"
 CHAT_PROMPT = ">>> "
 CHAT_HELP = "Type a message. /help lists the commands; /exit, Ctrl-D or Ctrl-C twice leaves."
 CHAT_COMMANDS = """\
@@ -77,6 +78,13 @@ class ReplyPrinter:
             self._close_reasoning()
             self._write(strip_controls(event.content))
 
+    def tool_call(self, call: ToolCall) -> None:
+        """Write a tool call on a line of its own: ``[tool call] name {arguments}``."""
+        self._close_reasoning()
+        newline = "" if not self._wrote or self._last.endswith("\n") else "\n"
+        line = f"{TOOL_CALL} {call.name} {call.arguments}"
+        self._write(newline + paint(strip_controls(line), "bold", self._color) + "\n")
+
     @property
     def wrote(self) -> bool:
         """Whether any text (reply, reasoning or its frame) has been written."""
@@ -120,6 +128,8 @@ def print_reply(events: Iterable[Event], printer: ReplyPrinter) -> Finished | No
     for event in events:
         if isinstance(event, Delta):
             printer.chunk(event)
+        elif isinstance(event, ToolCall):
+            printer.tool_call(event)
         elif isinstance(event, Aborted):
             printer.finish()
             raise event.error

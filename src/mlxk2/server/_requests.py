@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import Request
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
 from mlxk2.server._state import ServerState, state_of
-from mlxk2.server.errors import BadRequestError, BodyTooLargeError
+from mlxk2.server.errors import BadRequestError, BodyTooLargeError, ContextLengthExceededError
 from mlxk2.server.provider import LoadedEntry
 from mlxk2.server.schemas import SamplingFields
+
+if TYPE_CHECKING:
+    from mlxk2.engine.generate import TokenBudget
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -89,10 +92,21 @@ def check_logit_bias(req: SamplingFields, vocab_size: int) -> None:
 
 
 def token_budget(state: ServerState, entry: LoadedEntry, prompt_len: int,
-                  requested: int | None) -> int:
-    from mlxk2.engine.generate import plan_max_tokens
+                 requested: int | None) -> TokenBudget:
+    """The request's token limit: what it asked for, within the server's cap and the context.
 
+    ``clamped`` is set when the limit is below what the client asked for.
+    """
+    from mlxk2.engine.generate import TokenBudget, plan_max_tokens
+
+    context = entry.loaded.context_length
+    if context is not None and prompt_len >= context:
+        raise ContextLengthExceededError(
+            f"The prompt has {prompt_len} tokens; the model's context holds {context}, "
+            "leaving no room for a reply.")
     cap = state.config.max_tokens
+    allowed = requested
     if cap is not None:
-        requested = cap if requested is None else min(requested, cap)
-    return plan_max_tokens(entry.loaded.context_length, prompt_len, requested).max_tokens
+        allowed = cap if requested is None else min(requested, cap)
+    used = plan_max_tokens(entry.loaded.context_length, prompt_len, allowed).max_tokens
+    return TokenBudget(used, requested, requested is not None and used < requested)

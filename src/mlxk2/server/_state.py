@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
+from mlxk2.server._store import ResponseStore
 from mlxk2.server.config import ServerConfig
 from mlxk2.server.errors import ServiceUnavailableError
 from mlxk2.server.metrics import Metrics
@@ -59,6 +60,10 @@ class ServerState:
     #: Why the server can no longer answer (a lost rank); every request gets it.
     fault: Exception | None = None
     started: float = field(default_factory=time.time)
+    responses: ResponseStore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.responses = ResponseStore(self.config.responses_store)
 
     def begin_drain(self) -> None:
         """Refuse new work (503) and let running requests finish."""

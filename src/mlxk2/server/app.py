@@ -15,13 +15,20 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mlxk2 import __version__
 from mlxk2.errors import MlxkError
+from mlxk2.server import ui
 from mlxk2.server._runs import ClientGoneError
 from mlxk2.server._state import Admission, ServerState
 from mlxk2.server.auth import ApiKeyGate
 from mlxk2.server.config import ServerConfig
 from mlxk2.server.embeddings import register as register_embeddings
 from mlxk2.server.endpoints import ROUTERS
-from mlxk2.server.errors import ApiError, ServiceUnavailableError, error_body, to_status_and_body
+from mlxk2.server.errors import (
+    ApiError,
+    ServiceUnavailableError,
+    anthropic_body,
+    error_body,
+    to_status_and_body,
+)
 from mlxk2.server.metrics import Metrics
 from mlxk2.server.provider import ModelProvider
 
@@ -64,6 +71,8 @@ def create_app(config: ServerConfig, provider: ModelProvider,
     for router in ROUTERS:
         app.include_router(router)
     register_embeddings(app)
+    if config.ui:
+        ui.register(app)
     app.add_middleware(_Gate, state=state, gate=ApiKeyGate(config.api_key))
     if config.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
@@ -71,8 +80,8 @@ def create_app(config: ServerConfig, provider: ModelProvider,
         app.add_middleware(
             CORSMiddleware,
             allow_origins=list(config.cors_origins),
-            allow_methods=["GET", "POST", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type"],
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "x-api-key", "anthropic-version"],
         )
     return app
 
@@ -92,7 +101,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         status, body = to_status_and_body(exc)
         if status >= 500 and status != 503 and status != 507:
             log.error("request failed", exc_info=exc)
-        return JSONResponse(body, status_code=status)
+        return JSONResponse(shaped(request.url.path, status, body), status_code=status)
 
     async def client_gone(request: Request, exc: Exception) -> Response:
         return Response(status_code=499)  # nobody reads it; it labels the metrics
@@ -100,7 +109,8 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        return JSONResponse(error_body(str(exc.detail), kind), status_code=exc.status_code)
+        body = shaped(request.url.path, exc.status_code, error_body(str(exc.detail), kind))
+        return JSONResponse(body, status_code=exc.status_code)
 
     app.add_exception_handler(Exception, api_error)
     app.add_exception_handler(MlxkError, api_error)
@@ -142,27 +152,40 @@ class _Gate:
 
     def _refusal(self, scope: Any, path: str) -> Callable[..., Awaitable[None]] | None:
         if self.state.fault is not None:
-            return _error_app(self.state.fault)
+            return _error_app(self.state.fault, path)
         if self.state.draining:
             return _error_app(ServiceUnavailableError("The server is shutting down.",
-                                                      code="shutting_down"))
+                                                      code="shutting_down"), path)
         if path.startswith("/v1/") or path == "/metrics":
             problem = self.gate.check(scope)
             if problem is not None:
-                return _error_app(problem)
+                return _error_app(problem, path)
         return None
 
 
-def _error_app(exc: Exception) -> Callable[..., Awaitable[None]]:
+def shaped(path: str, status: int, body: dict[str, Any]) -> dict[str, Any]:
+    """The error body in the wire format of the endpoint at ``path`` (Anthropic's or OpenAI's)."""
+    return anthropic_body(status, body) if path.startswith("/v1/messages") else body
+
+
+def _error_app(exc: Exception, path: str) -> Callable[..., Awaitable[None]]:
     status, body = to_status_and_body(exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse(shaped(path, status, body), status_code=status, headers=headers)
+
+
+#: Paths counted under their own name in the request metrics.
+_LABELLED = ("/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions",
+             "/v1/embeddings", "/v1/ps",
+             "/v1/responses", "/v1/messages", "/v1/messages/count_tokens")
 
 
 def _endpoint_label(path: str) -> str:
     if path.startswith("/v1/models/"):
-        return "/v1/models/{id}"
-    if path in ("/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions",
-                "/v1/embeddings"):
+        action = path.rsplit("/", 1)[-1]
+        return "/v1/models/{id}" + (f"/{action}" if action in ("load", "unload") else "")
+    if path.startswith("/v1/responses/"):
+        return "/v1/responses/{id}"
+    if path in _LABELLED:
         return path
     return "other"

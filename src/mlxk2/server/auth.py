@@ -1,4 +1,4 @@
-"""Bearer-token check for ``/v1/*`` and ``/metrics``."""
+"""API-key check for ``/v1/*`` and ``/metrics``: ``Authorization: Bearer`` or ``x-api-key``."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from mlxk2.server.errors import AuthenticationError
 
 
 class ApiKeyGate:
-    """Compares ``Authorization: Bearer <key>`` with the configured key in constant time.
+    """Compares the request's key with the configured one in constant time.
 
-    With no key configured every request passes.
+    The key comes as ``Authorization: Bearer <key>`` (OpenAI clients) or as
+    ``x-api-key: <key>`` (Anthropic clients). With no key configured every
+    request passes.
     """
 
     def __init__(self, api_key: str | None) -> None:
@@ -30,6 +32,8 @@ class ApiKeyGate:
             if name == b"authorization":
                 header = value
                 break
+            if name == b"x-api-key":
+                header = b"Bearer " + value
         scheme, _, token = header.partition(b" ")
         if not header:
             return AuthenticationError("Missing API key: send 'Authorization: Bearer <key>'.")

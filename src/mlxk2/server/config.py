@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -29,6 +30,24 @@ def parse_duration(text: str) -> float | None:
     return None if seconds < 0 else seconds
 
 
+def keep_alive_seconds(value: str | float) -> float:
+    """A client's ``keep_alive`` (as Ollama takes it) in seconds, ``math.inf`` for never.
+
+    Numbers are seconds and strings durations (``"30m"``); negative keeps the model
+    loaded for ever, 0 unloads it once the request ends.
+
+    Raises:
+        ValidationError: For a boolean or text that is not a duration.
+    """
+    if isinstance(value, bool):
+        raise ValidationError("keep_alive must be a duration like 30s, 5m, or seconds")
+    if isinstance(value, (int, float)):
+        seconds: float | None = None if value < 0 else float(value)
+    else:
+        seconds = parse_duration(value)
+    return math.inf if seconds is None else seconds
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """Everything the app factory needs; no environment is read after this is built.
@@ -46,6 +65,9 @@ class ServerConfig:
         max_queue: Requests allowed to wait for a batch slot before 503.
         prompt_cache: Finished requests per model whose KV cache is kept for
             later prompts that begin the same way; 0 turns the cache off.
+        max_n: Most choices (``n``) one request may ask for; each is a batch row.
+        responses_store: Stored Responses API answers kept (least recently used
+            dropped first) for ``previous_response_id`` and ``GET /v1/responses/{id}``.
         max_body_bytes: Largest accepted request body (413 beyond).
         log_level: Python logging level name.
         log_json: One JSON object per log line.
@@ -53,6 +75,7 @@ class ServerConfig:
             SIGTERM before they are aborted; None waits for them however long.
         cpu_dtype: The CPU dtype policy for loaded models (:mod:`mlxk2.engine.dtype`).
         threads: OpenBLAS threads (None: the usable CPUs).
+        ui: Serve the chat page at ``/``.
     """
 
     host: str = "127.0.0.1"
@@ -66,9 +89,12 @@ class ServerConfig:
     max_concurrency: int = 8
     max_queue: int = 64
     prompt_cache: int = 16
+    responses_store: int = 256
+    max_n: int = 8
     max_body_bytes: int = 4 * 1024 * 1024
     log_level: str = "info"
     log_json: bool = False
     shutdown_grace: float | None = 10.0
     cpu_dtype: str = "native"
     threads: int | None = None
+    ui: bool = True

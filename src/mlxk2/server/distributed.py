@@ -14,6 +14,7 @@ import queue
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from mlxk2.engine.distributed import rank_layout
 from mlxk2.engine.events import Aborted
 from mlxk2.errors import RankLostError
 from mlxk2.server.errors import ServiceUnavailableError
@@ -70,17 +71,7 @@ class DistributedWorker(Worker):
                 continue
 
     def cluster(self) -> dict[str, Any] | None:
-        group = self.leader.group
-        info: dict[str, Any] = {
-            "world_size": group.size,
-            "rank": group.rank,
-            "backend": self._launch.backend if self._launch else None,
-            "parallel": self.leader.parallelism or self.leader.parallel,
-            "ranks": [{"rank": r, "addresses": list(a)} for r, a in
-                      enumerate(self._launch.hosts if self._launch else ())],
-            "healthy": group.broken is None,
-        }
-        return info
+        return rank_layout(self.leader, self._launch)
 
     def _drain(self, block: bool) -> list[Callable[[], None] | None]:
         if not block:

@@ -22,6 +22,7 @@ from mlxk2.server._requests import parse_body, read_json
 from mlxk2.server._state import ServerState, state_of
 from mlxk2.server.errors import BadRequestError
 from mlxk2.server.provider import LoadedEntry
+from mlxk2.server.schemas import KeepAlive
 
 #: Response header counting texts cut to the model's token limit (only when some were).
 TRUNCATED_HEADER = "x-mlxk2-truncated-inputs"
@@ -40,6 +41,7 @@ class EmbeddingsRequest(BaseModel):
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, ge=1)
     user: str | None = None
+    keep_alive: KeepAlive | None = None  # as on chat and completion requests
 
 
 def register(app: FastAPI) -> None:
@@ -53,7 +55,8 @@ def register(app: FastAPI) -> None:
         texts, token_lists = _split_input(req.input)
         await state.admission.enter()
         try:
-            entry = await state.provider.acquire(req.model, embedding=True)
+            entry = await state.provider.acquire(req.model, embedding=True,
+                                                 keep_alive=req.keep_alive)
             try:
                 return await _answer(state, entry, req, texts, token_lists)
             finally:

@@ -31,6 +31,19 @@ class BadRequestError(ApiError):
     """Malformed JSON, a wrongly typed field, or a value the engine cannot honour."""
 
 
+class ContextLengthExceededError(BadRequestError):
+    """The prompt leaves no room for a reply in the model's context (never truncated)."""
+
+    code = "context_length_exceeded"
+
+
+class NotFoundError(ApiError):
+    """A stored object (a response by id) that does not exist, or no longer does."""
+
+    status = 404
+    code = "not_found"
+
+
 class AuthenticationError(ApiError):
     status = 401
     kind = "authentication_error"
@@ -57,6 +70,21 @@ def error_body(message: str, kind: str, param: str | None = None,
                code: str | None = None) -> dict[str, Any]:
     """The body OpenAI clients parse: ``{"error": {message, type, param, code}}``."""
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+#: Anthropic's ``error.type`` for each HTTP status it documents.
+_ANTHROPIC_KINDS = {400: "invalid_request_error", 401: "authentication_error",
+                    403: "permission_error", 404: "not_found_error", 413: "request_too_large",
+                    429: "rate_limit_error", 503: "overloaded_error", 529: "overloaded_error"}
+
+
+def anthropic_body(status: int, body: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAI error body in Anthropic's shape.
+
+    That is ``{"type": "error", "error": {"type": ..., "message": ...}}``.
+    """
+    kind = _ANTHROPIC_KINDS.get(status, "invalid_request_error" if status < 500 else "api_error")
+    return {"type": "error", "error": {"type": kind, "message": body["error"]["message"]}}
 
 
 def to_status_and_body(exc: BaseException) -> tuple[int, dict[str, Any]]:

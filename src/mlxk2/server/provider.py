@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlxk2.engine.batch import ModelBatch
-from mlxk2.errors import ModelNotFoundError, ModelTooLargeError, ModelUnhealthyError
+from mlxk2.errors import ModelNotFoundError, ModelTooLargeError
 from mlxk2.server.memory import MemoryProbe, available_memory_bytes, weight_bytes
 from mlxk2.server.worker import Worker
 
@@ -48,13 +49,23 @@ class Runnable:
 
 @dataclass(eq=False)
 class LoadedEntry:
-    """A loaded model, its batch, and how busy it is."""
+    """A loaded model, its batch, and how busy it is.
+
+    ``active`` counts leases (requests that acquired the model), ``running`` the
+    generating ones among them that hold a batch slot; the rest wait for one.
+    ``keep_alive`` is the idle time before unloading (``math.inf``: never), the
+    server default until a request or a load sets another.
+    """
 
     name: str
     path: Path
     batch: ModelBatch
+    info: ModelInfo
     weight_bytes: int
+    memory_bytes: int = 0
     active: int = 0
+    running: int = 0
+    keep_alive: float = math.inf
     last_used: float = field(default_factory=time.monotonic)
     embedder: EmbeddingBatcher | None = None
 
@@ -63,39 +74,26 @@ class LoadedEntry:
         return self.batch.loaded
 
 
-def check_runnable(resolved: ResolvedModel) -> Runnable:
-    """Apply the same checks as ``run``: integrity, runtime support, not an embedder.
+def check_usable(resolved: ResolvedModel, embedding: bool | None = False) -> Runnable:
+    """Apply the same checks as ``run``, or for ``embedding`` as ``embed``.
+
+    ``embedding`` None takes the model for what it is (``--model``).
 
     Raises:
         ModelUnhealthyError: The files are damaged or incomplete.
-        ModelIncompatibleError: mlx-lm cannot generate text with this model.
-    """
-    from mlxk2.cache.inspect import inspect_model
-    from mlxk2.cache.rules import require
-
-    info = inspect_model(resolved)
-    require(info, hint="use /v1/embeddings")
-    if resolved.path is None:  # inspect reports this as unhealthy; kept for type narrowing
-        raise ModelUnhealthyError(f"Model '{info.name}' has no snapshot")
-    return Runnable(info.name, resolved.path, info, weight_bytes(resolved.path))
-
-
-def check_embeddable(resolved: ResolvedModel) -> Runnable:
-    """The same checks as ``embed``, for ``/v1/embeddings``.
-
-    Raises:
-        ModelUnhealthyError: The files are damaged or incomplete.
-        ModelIncompatibleError: A chat or base model, or an encoder mlxk2 cannot run.
+        ModelIncompatibleError: The model cannot serve what was asked of it.
     """
     from mlxk2.cache.capabilities import Capability
-    from mlxk2.cache.inspect import inspect_model
-    from mlxk2.cache.rules import require
+    from mlxk2.cache.inspect import require_usable
 
-    info = inspect_model(resolved)
-    require(info, Capability.EMBEDDINGS, hint="use /v1/chat/completions")
-    if resolved.path is None:  # inspect reports this as unhealthy; kept for type narrowing
-        raise ModelUnhealthyError(f"Model '{info.name}' has no snapshot")
-    return Runnable(info.name, resolved.path, info, weight_bytes(resolved.path), embedding=True)
+    capability = None
+    if embedding is not None:
+        capability = Capability.EMBEDDINGS if embedding else Capability.TEXT_GENERATION
+    hint = "use /v1/chat/completions" if embedding else "use /v1/embeddings"
+    info, path = require_usable(resolved, capability, hint)
+    serves = capability or info.purpose
+    return Runnable(info.name, path, info, weight_bytes(path),
+                    embedding=serves is Capability.EMBEDDINGS)
 
 
 def engine_loader(cpu_dtype: str = "native", threads: int | None = None) -> Loader:
@@ -151,6 +149,7 @@ class ModelProvider:
         self.worker = worker
         self.max_loaded = max(1, max_loaded)
         self.keep_alive = keep_alive
+        self._default_keep_alive = math.inf if keep_alive is None else keep_alive
         self.max_batch = max_batch
         self.prompt_cache = prompt_cache
         self.root = root
@@ -160,11 +159,11 @@ class ModelProvider:
         self._loaded: OrderedDict[Path, LoadedEntry] = OrderedDict()
         self._loading: dict[Path, asyncio.Future[LoadedEntry]] = {}
         self._workspaces: dict[str, Path] = {}
-        self._capabilities: dict[str, tuple[str, ...]] = {}
         # Specs already resolved to a loaded model: requests for a loaded model skip
         # resolution and the file checks, which would otherwise add to every TTFT.
         self._aliases: dict[str, Path] = {}
         self.on_change: Callable[[int], None] = lambda count: None
+        self._unloads: set[asyncio.Task[None]] = set()
 
     # -- queries ---------------------------------------------------------------
 
@@ -192,24 +191,20 @@ class ModelProvider:
         resolved = resolve(spec, root=self.root)
         if not operator and not resolved.cached and resolved.name not in self._workspaces:
             raise ModelNotFoundError(f"The model '{spec}' does not exist.")
-        if embedding is None:
-            from mlxk2.cache.inspect import inspect_model
+        return check_usable(resolved, embedding)
 
-            embedding = inspect_model(resolved).model_type == "embedding"
-        return check_embeddable(resolved) if embedding else check_runnable(resolved)
-
-    def list_runnable(self) -> list[tuple[str, float, tuple[str, ...]]]:
-        """``(name, last_modified, capabilities)`` of models a request may name, by
-        ``list`` rules (healthy, runtime-compatible; generating or embedding), plus
-        workspaces served so far."""
+    def catalog(self) -> list[ModelInfo]:
+        """Models a request may name, by ``list`` rules (healthy, runtime-compatible;
+        generating or embedding), plus the workspaces served so far."""
+        from mlxk2.cache.inspect import inspect_model
         from mlxk2.ops.list import list_models
+        from mlxk2.resolve import resolve
 
-        found = [(info.name, info.last_modified, info.capabilities)
-                 for info in list_models(root=self.root) if info.runnable or info.embeddable]
-        known = {name for name, _, _ in found}
-        now = time.time()
-        found.extend((name, now, self._capabilities.get(name, ()))
-                     for name in self._workspaces if name not in known)
+        found = [info for info in list_models(root=self.root)
+                 if info.runnable or info.embeddable]
+        known = {info.name for info in found}
+        found.extend(inspect_model(resolve(name, root=self.root))
+                     for name in list(self._workspaces) if name not in known)
         return found
 
     # -- loading ---------------------------------------------------------------
@@ -227,11 +222,17 @@ class ModelProvider:
         self._aliases[spec] = entry.path
         return entry
 
-    async def acquire(self, spec: str, *, embedding: bool = False) -> LoadedEntry:
+    async def acquire(self, spec: str, *, embedding: bool = False,
+                      keep_alive: float | None = None) -> LoadedEntry:
         """The loaded model for ``spec``, loading it once however many ask at once.
 
-        ``embedding`` asks for an embedding model (its ``embedder`` is set). The
-        caller must :meth:`release` the entry when its request ends.
+        The caller must :meth:`release` the entry when its request ends.
+
+        Args:
+            spec: A model name a client may use (see :meth:`runnable`).
+            embedding: Ask for an embedding model (its ``embedder`` is set).
+            keep_alive: Idle seconds before this model unloads from now on
+                (``math.inf``: never, 0: as soon as it is idle); None keeps its setting.
         """
         while True:
             entry = await self._find_or_load(spec, embedding)
@@ -241,6 +242,8 @@ class ModelProvider:
                 break
         entry.active += 1
         entry.last_used = time.monotonic()
+        if keep_alive is not None:
+            entry.keep_alive = keep_alive
         self._loaded.move_to_end(entry.path)
         self._aliases[spec] = entry.path
         return entry
@@ -262,8 +265,25 @@ class ModelProvider:
         return await asyncio.shield(pending)
 
     def release(self, entry: LoadedEntry) -> None:
+        """End a lease; a model whose keep-alive is 0 unloads once its last lease ends."""
         entry.active -= 1
         entry.last_used = time.monotonic()
+        if entry.active == 0 and entry.keep_alive == 0:
+            self._unload_when_idle(entry)
+
+    def _unload_when_idle(self, entry: LoadedEntry) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no event loop (start-up): the reaper unloads it later
+
+        async def unload_if_still_idle() -> None:
+            if entry.active == 0:
+                await self.unload(entry)
+
+        task = loop.create_task(unload_if_still_idle())
+        self._unloads.add(task)
+        task.add_done_callback(self._unloads.discard)
 
     async def _load_entry(self, target: Runnable) -> LoadedEntry:
         await self._evict_idle(self.max_loaded - 1)
@@ -275,15 +295,25 @@ class ModelProvider:
         return entry
 
     def _build_entry(self, target: Runnable) -> LoadedEntry:
+        """Runs on the MLX thread, where nothing else allocates during the load, so the
+        growth of MLX's active memory is this model's; the weights' size when MLX
+        reports none (a loader that is not MLX's)."""
+        import mlx.core as mx
+
+        before = mx.get_active_memory()
+        entry = self._build_embedder(target) if target.embedding else self._build_generator(target)
+        grown = mx.get_active_memory() - before
+        entry.memory_bytes = grown if grown > 0 else target.weight_bytes
+        return entry
+
+    def _build_generator(self, target: Runnable) -> LoadedEntry:
         """Runs on the MLX thread."""
-        if target.embedding:
-            return self._build_embedder(target)
         if self._open_batch is not None:
             batch = self._open_batch(target.path, target.name, self.max_batch, self.prompt_cache)
         else:
             batch = ModelBatch(self._load(target.path), self.max_batch, self.prompt_cache)
         log.info("loaded %s in %.2fs", target.name, getattr(batch.loaded, "load_s", 0.0))
-        return LoadedEntry(target.name, target.path, batch, target.weight_bytes)
+        return LoadedEntry(target.name, target.path, batch, target.info, target.weight_bytes)
 
     def _build_embedder(self, target: Runnable) -> LoadedEntry:
         """Runs on the MLX thread. The batcher stands in as the entry's batch, so
@@ -295,13 +325,13 @@ class ModelProvider:
         log.info("loaded %s in %.2fs", target.name, encoder.load_s)
         embedder = EmbeddingBatcher(encoder, self.worker.call)
         return LoadedEntry(target.name, target.path, embedder,  # type: ignore[arg-type]
-                           target.weight_bytes, embedder=embedder)
+                           target.info, target.weight_bytes, embedder=embedder)
 
     def _remember(self, target: Runnable, entry: LoadedEntry) -> None:
+        entry.keep_alive = self._default_keep_alive
         self._loaded[target.path] = entry
         if not target.info.cached:
             self._workspaces[target.name] = target.path
-            self._capabilities[target.name] = target.info.capabilities
         self.on_change(len(self._loaded))
 
     def _check_memory(self, target: Runnable) -> None:
@@ -337,14 +367,12 @@ class ModelProvider:
         self.on_change(len(self._loaded))
 
     async def reap_idle(self, now: float | None = None) -> list[str]:
-        """Unload models idle for longer than ``keep_alive``, and idle models over the
+        """Unload models idle for longer than their keep-alive, and idle models over the
         LRU limit that were kept while busy; return the names of expired models."""
         await self._evict_idle(self.max_loaded)
-        if self.keep_alive is None:
-            return []
         now = time.monotonic() if now is None else now
         expired = [e for e in self._loaded.values()
-                   if e.active == 0 and now - e.last_used >= self.keep_alive]
+                   if e.active == 0 and now - e.last_used >= e.keep_alive]
         for entry in expired:
             await self.unload(entry)
         return [e.name for e in expired]
@@ -362,3 +390,54 @@ class ModelProvider:
              **_cpu_dtype(e.loaded)}
             for e in self._loaded.values()
         ]
+
+    # -- lifecycle views and steering ------------------------------------------
+
+    def loaded_entries(self) -> list[LoadedEntry]:
+        """Loaded models, least recently used first."""
+        return list(self._loaded.values())
+
+    def request_counts(self, entry: LoadedEntry) -> tuple[int, int]:
+        """``(active, queued)`` requests of a model: generating ones wait for a batch
+        slot; an embedding request is active from its lease."""
+        running = entry.active if entry.embedder is not None else entry.running
+        return running, entry.active - running
+
+    def seconds_to_unload(self, entry: LoadedEntry, now: float | None = None) -> float | None:
+        """Seconds until an idle model unloads; None while busy or when kept for ever."""
+        if entry.active > 0 or math.isinf(entry.keep_alive):
+            return None
+        now = time.monotonic() if now is None else now
+        return max(0.0, entry.keep_alive - (now - entry.last_used))
+
+    async def find_loaded(self, spec: str) -> LoadedEntry | None:
+        """The loaded model ``spec`` names, or None when it is not loaded.
+
+        Raises:
+            ModelNotFoundError: ``spec`` names nothing a client may use.
+        """
+        for entry in self._loaded.values():
+            if entry.name == spec:
+                return entry
+        known = self._aliases.get(spec)
+        if known is not None and known in self._loaded:
+            return self._loaded[known]
+        target = await asyncio.to_thread(self.runnable, spec, embedding=None)
+        return self._loaded.get(target.path)
+
+    async def unload_named(self, spec: str) -> LoadedEntry | None:
+        """Unload a model now, or, while requests use it, as soon as they end.
+
+        Returns:
+            The entry (still loaded when busy), or None when it was not loaded.
+
+        Raises:
+            ModelNotFoundError: ``spec`` names nothing a client may use.
+        """
+        entry = await self.find_loaded(spec)
+        if entry is None:
+            return None
+        entry.keep_alive = 0.0
+        if entry.active == 0:
+            await self.unload(entry)
+        return entry

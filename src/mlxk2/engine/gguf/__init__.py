@@ -9,20 +9,17 @@ with their index, the tokenizer files and ``generation_config.json``.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mlxk2.engine.gguf.architectures import Architecture, architecture_for, build_config, hf_name
 from mlxk2.engine.gguf.reader import GgufHeader, read_header
-from mlxk2.engine.gguf.tensors import LOSSLESS_TYPES, convert_weights
+from mlxk2.engine.gguf.tensors import LOSSLESS_TYPES, Progress, convert_weights
 from mlxk2.engine.gguf.tokenizer import check_tokenizer, write_tokenizer
 from mlxk2.errors import ModelIncompatibleError
 
 __all__ = ["GgufHeader", "ImportedModel", "check_importable", "read_header", "write_mlx_model"]
-
-Progress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ to :data:`ROUTERS`.
 
 from fastapi import APIRouter
 
-from mlxk2.server.endpoints import chat, completions, models, status
+from mlxk2.server.endpoints import chat, completions, messages, models, responses, status
 
 #: Every endpoint module's router, in registration order.
-ROUTERS: tuple[APIRouter, ...] = (status.router, models.router, chat.router, completions.router)
+ROUTERS: tuple[APIRouter, ...] = (status.router, models.router, chat.router, completions.router,
+                                  responses.router, messages.router)

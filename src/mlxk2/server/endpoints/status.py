@@ -34,7 +34,8 @@ async def health(request: Request) -> dict[str, Any]:
 
 
 def _blas_state() -> dict[str, Any] | None:
-    """This process's BLAS binding, once a model load has made it (None before)."""
+    """This process's BLAS binding: bound when serve starts, else by the first model load
+    (None before)."""
     from mlxk2.engine.blas import blas_status
 
     status = blas_status()
