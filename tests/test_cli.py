@@ -53,6 +53,20 @@ def test_version_json_reports_spec_version_and_memory() -> None:
     assert doc["data"]["system"]["memory_total_bytes"] == meminfo_total
 
 
+def test_version_json_reports_the_configured_blas(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("MLXK2_BLAS", "0")
+    blas = run_inprocess("--version", "--json").json["data"]["system"]["blas"]
+    assert blas["backend"] == "stock" and blas["reason"] == "turned off by MLXK2_BLAS=0"
+    monkeypatch.delenv("MLXK2_BLAS")
+    blas = run_inprocess("--version", "--json").json["data"]["system"]["blas"]
+    assert blas["backend"] == "openblas" and not blas["verified"]
+    assert blas["reason"] == "shim is built on first run"
+    assert not tmp_path.joinpath("mlxk2").exists()
+    human = run_inprocess("--version").stdout
+    assert "BLAS: openblas" in human
+
+
 def test_version_human_is_one_readable_line() -> None:
     result = run_inprocess("--version")
     assert result.code == 0
@@ -131,15 +145,18 @@ def test_cheap_commands_never_import_heavy_packages(tmp_path) -> None:
         "sys.argv = ['mlxk2'] + sys.argv[1:]\n"
         "try:\n    runpy.run_module('mlxk2', run_name='__main__')\n"
         "except SystemExit:\n    pass\n"
-        "heavy = [m for m in ('mlx', 'mlx_lm', 'transformers', 'fastapi') if m in sys.modules]\n"
+        "heavy = ['mlx', 'mlx_lm', 'transformers', 'fastapi', 'scipy_openblas32']\n"
+        "if sys.argv[1] != '--version':\n    heavy.append('mlxk2.engine.blas')\n"
+        "heavy = [m for m in heavy if m in sys.modules]\n"
         "sys.stderr.write('HEAVY=' + ','.join(heavy))\n"
     )
-    env = cli_env(tmp_path)
+    env = cli_env(tmp_path, XDG_CACHE_HOME=str(tmp_path / "xdg"))
     for argv in (["--version"], ["list"], ["show", "x"], ["health"], ["rm", "x", "--json"]):
         proc = subprocess.run([sys.executable, "-c", probe, *argv], env=env,
                               capture_output=True, text=True, timeout=60)
         assert "HEAVY=" in proc.stderr
         assert proc.stderr.rsplit("HEAVY=", 1)[1].strip() == "", argv
+    assert not (tmp_path / "xdg").exists()  # no BLAS shim was built or probed
 
 
 def test_subprocess_error_exit_code_and_single_document(tmp_path) -> None:

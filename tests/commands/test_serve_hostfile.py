@@ -54,3 +54,18 @@ def test_a_missing_hostfile_is_refused_before_anything_starts(tmp_path):
     assert result.code == 1
     assert result.json["error"]["type"] == "ValidationError"
     assert "--hostfile" in result.json["error"]["message"]
+
+
+def test_hostfile_refuses_float32_and_threads_before_launching(tmp_path):
+    hostfile = tmp_path / "hosts.json"
+    hostfile.write_text(json.dumps([{"ssh": "127.0.0.1", "ips": ["127.0.0.1"]}] * 2))
+    for flags in (["--cpu-dtype", "float32"], ["--threads", "2"]):
+        result = run_inprocess("serve", "--hostfile", str(hostfile), *flags, "--json")
+        assert result.code == 1, flags
+        assert "--distributed keeps the model as stored" in result.json["error"]["message"]
+
+
+def test_hostfile_passes_a_native_cpu_dtype_to_the_ranks(tmp_path):
+    command = _command(tmp_path, [{"ssh": "a", "ips": []}] * 2, "--cpu-dtype", "native")
+    ranks = command[command.index("--") + 1:]
+    assert ranks[4:] == ["--cpu-dtype", "native", "--distributed"]

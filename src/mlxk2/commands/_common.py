@@ -53,6 +53,29 @@ def exit_interrupted(out: Output, command: str, message: str) -> NoReturn:
     os._exit(code)
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--cpu-dtype`` and ``--threads``, for the commands that run models (run, serve)."""
+    from mlxk2.engine.dtype import AUTO, CPU_DTYPE_POLICIES
+
+    group = parser.add_argument_group("CPU inference")
+    group.add_argument(
+        "--cpu-dtype", choices=CPU_DTYPE_POLICIES, default=AUTO,
+        help="auto: on a CPU with OpenBLAS, dequantise a quantised model to float32 when "
+             "the float32 copy fits a quarter of RAM, else keep it as stored; native: as "
+             "stored; float32: always float32 (default: auto)")
+    group.add_argument(
+        "--threads", type=_positive_int, default=None,
+        help="OpenBLAS threads (default: the CPUs this process may use; for serve, one "
+             "fewer, left to the event loop)")
+
+
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     """Where the running server is, for the commands that steer one."""
     parser.add_argument("--url", default=None,

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from mlxk2.commands import _distributed
-from mlxk2.commands._common import add_model_argument
+from mlxk2.commands._common import add_engine_arguments, add_model_argument
 from mlxk2.errors import ValidationError
 from mlxk2.output.sink import Output
 
@@ -72,7 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     show.add_argument("--no-reasoning", action="store_true",
                       help="Hide the model's reasoning (<think> text)")
     show.add_argument("--verbose", "-v", action="store_true",
-                      help="Print token counts and speed after each reply")
+                      help="Print the BLAS and CPU dtype, and token counts and speed "
+                           "after each reply")
+    add_engine_arguments(parser)
     _distributed.add_arguments(parser)
 
 
@@ -116,6 +118,9 @@ def _handle(args: argparse.Namespace, out: Output, leader: Leader | None) -> int
     prompt = read_prompt(args.prompt)
     if prompt is None and leader is not None:
         raise ValidationError("--distributed needs a prompt; interactive chat runs on one machine")
+    if leader is not None and (args.cpu_dtype == "float32" or args.threads):
+        raise ValidationError("--cpu-dtype float32 and --threads apply to single-machine runs; "
+                              "--distributed keeps the model as stored")
     if prompt is None and out.json:
         raise ValidationError("--json needs a prompt; interactive chat is human-only")
     if prompt is not None and not prompt.strip():
@@ -140,7 +145,9 @@ def _handle(args: argparse.Namespace, out: Output, leader: Leader | None) -> int
     )
     batch: ModelBatch | None = None
     if leader is None:
-        model = ops.open_model(args.model)
+        model = ops.open_model(args.model, cpu_dtype=args.cpu_dtype, threads=args.threads)
+        if args.verbose:
+            out.warn(render.engine_line(model.loaded))
     else:
         def open_everywhere(path: Path, name: str) -> LoadedModel:
             nonlocal batch
@@ -185,7 +192,8 @@ def _handle(args: argparse.Namespace, out: Output, leader: Leader | None) -> int
                                       model.loaded.context_length))
     events = ops.run_one_shot(model, prepared, params, batch=batch)
     if out.json:
-        result = ops.collect(model.name, prompt, events, structured=constraint is not None)
+        result = ops.collect(model.name, prompt, events, structured=constraint is not None,
+                             engine=ops.engine_facts(model.loaded))
         return out.success("run", result.to_dict())
     printer = render.ReplyPrinter(out.stdout, color=out.color,
                                   show_reasoning=not args.no_reasoning,

@@ -16,7 +16,7 @@ import logging
 import os
 
 from mlxk2.commands import _distributed
-from mlxk2.commands._common import API_KEY_ENV
+from mlxk2.commands._common import API_KEY_ENV, add_engine_arguments
 from mlxk2.errors import ValidationError
 from mlxk2.output.sink import Output
 
@@ -98,10 +98,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Do not serve the chat page at /")
     _distributed.add_arguments(parser)
     _distributed.add_launch_arguments(parser)
+    add_engine_arguments(parser)
 
 
 def handle(args: argparse.Namespace, out: Output) -> int:
     from mlxk2.server import ModelProvider, ServerConfig, Worker, create_app, parse_duration
+    from mlxk2.server.provider import engine_loader
     from mlxk2.server.runner import bind_socket, configure_logging, run_app
 
     config = ServerConfig(
@@ -121,12 +123,17 @@ def handle(args: argparse.Namespace, out: Output) -> int:
         log_level=args.log_level,
         log_json=args.log_json,
         shutdown_grace=parse_duration(args.shutdown_grace),
+        cpu_dtype=args.cpu_dtype,
+        threads=args.threads,
         ui=args.ui,
     )
     _distributed.check_arguments(args)
     if (args.distributed or args.hostfile) and config.max_loaded_models > 1:
         raise ValidationError("--distributed serves one model at a time; "
                               "leave --max-loaded-models at 1")
+    if (args.distributed or args.hostfile) and (args.cpu_dtype == "float32" or args.threads):
+        raise ValidationError("--cpu-dtype float32 and --threads apply to single-machine "
+                              "serving; --distributed keeps the model as stored")
     if args.starting_port is not None and args.hostfile is None:
         raise ValidationError("--starting-port needs --hostfile")
     if args.hostfile is not None:
@@ -146,12 +153,19 @@ def handle(args: argparse.Namespace, out: Output) -> int:
         raise
     worker = Worker() if leader is None else _distributed.serving_worker(leader, fault)
     worker.start()
+    if leader is None:
+        # Bound on the MLX thread before any load there imports mlx (a distributed
+        # rank imported it to join, so it keeps the stock BLAS).
+        from mlxk2.engine.blas import ensure_blas, server_threads
+
+        worker.call(ensure_blas, config.threads or server_threads()).result()
     provider = ModelProvider(
         worker,
         max_loaded=config.max_loaded_models,
         keep_alive=config.keep_alive,
         max_batch=config.max_concurrency,
         prompt_cache=config.prompt_cache,
+        loader=engine_loader(config.cpu_dtype, config.threads),
         open_batch=getattr(worker, "open_batch", None),
     )
     data = {"host": config.host, "port": config.port, "model": config.model,

@@ -7,11 +7,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlxk2.cache.config import context_length
 from mlxk2.cache.layout import snapshot_repo_id
 from mlxk2.errors import MlxkError, ModelIncompatibleError, ModelNotFoundError, ModelUnhealthyError
+
+if TYPE_CHECKING:
+    from mlxk2.engine.blas import BlasStatus
+    from mlxk2.engine.dtype import DtypeChoice
 
 #: Tokens that end an assistant turn in common chat formats. gpt-oss's ``<|end|>``
 #: only closes a channel message, so it counts only without harmony channels.
@@ -56,6 +60,8 @@ class LoadedModel:
     hidden_tokens: dict[int, str] = field(default_factory=dict)
     load_s: float = 0.0
     max_token_chars: int = 0
+    cpu_dtype: DtypeChoice | None = None
+    blas: BlasStatus | None = None
 
 
 def stop_token_ids(tokenizer: Any) -> frozenset[int]:
@@ -111,7 +117,8 @@ def _tokenizer_error(path: Path, shown: str, exc: Exception) -> MlxkError:
 
 
 def load_model(path: Path, name: str | None = None,
-               shard: Callable[[Any], None] | None = None) -> LoadedModel:
+               shard: Callable[[Any], None] | None = None, *, cpu_dtype: str = "native",
+               threads: int | None = None) -> LoadedModel:
     """Load weights and tokenizer from a local model folder with mlx-lm.
 
     Args:
@@ -121,6 +128,8 @@ def load_model(path: Path, name: str | None = None,
             repo id of a cache snapshot, else ``path`` as given).
         shard: Splits the model over ranks before its weights are read (see
             :func:`mlxk2.engine.distributed.sharder`), so each rank reads only its part.
+        cpu_dtype: ``native``, ``float32`` or ``auto`` (see :mod:`mlxk2.engine.dtype`).
+        threads: OpenBLAS threads (see :func:`mlxk2.engine.blas.ensure_blas`).
 
     Returns:
         The loaded model with its stop tokens and context length.
@@ -136,8 +145,13 @@ def load_model(path: Path, name: str | None = None,
         raise ModelNotFoundError(f"No model folder at '{path}'")
     started = time.perf_counter()
     logging.getLogger(_TOKENIZER_LOGGER).setLevel(logging.ERROR)
+    from mlxk2.engine.blas import ensure_blas
+
+    blas = ensure_blas(threads)  # before mlx is first imported
     from mlx_lm.utils import load_model as mlx_load_model
     from mlx_lm.utils import load_tokenizer
+
+    from mlxk2.engine.dtype import apply_cpu_dtype
 
     shown = name or display_name(path)
     try:
@@ -159,6 +173,7 @@ def load_model(path: Path, name: str | None = None,
         )
     except Exception as exc:  # the tokenizers library raises bare Exception for a bad file
         raise _tokenizer_error(path, shown, exc) from exc
+    choice = apply_cpu_dtype(model, cpu_dtype, blas_active=blas.active)
     stops = stop_token_ids(tokenizer)
     tokenizer.eos_token_ids = stops
     return LoadedModel(
@@ -171,4 +186,6 @@ def load_model(path: Path, name: str | None = None,
         hidden_tokens=hidden_special_tokens(tokenizer, stops),
         load_s=time.perf_counter() - started,
         max_token_chars=max(map(len, tokenizer.get_vocab()), default=0),
+        cpu_dtype=choice,
+        blas=blas,
     )

@@ -6,6 +6,7 @@ streams (see :mod:`mlxk2.engine.generate`) that the command layer renders.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -65,16 +66,33 @@ def check_runnable(spec: str, root: Path | None = None) -> tuple[ResolvedModel, 
 def open_model(
     spec: str,
     root: Path | None = None,
-    loader: Callable[..., LoadedModel] = load_model,
+    loader: Callable[..., LoadedModel] | None = None,
+    *,
+    cpu_dtype: str = "native",
+    threads: int | None = None,
 ) -> RunnableModel:
     """:func:`check_runnable`, then load the local snapshot or workspace folder.
 
     ``loader`` is called as ``loader(path, name=...)``; the name is the one the
-    user knows, for its error messages.
+    user knows, for its error messages. Without one, :func:`load_model` loads with
+    ``cpu_dtype`` and ``threads`` (see there).
     """
     resolved, info = check_runnable(spec, root)
     assert resolved.path is not None
+    if loader is None:
+        loader = functools.partial(load_model, cpu_dtype=cpu_dtype, threads=threads)
     return RunnableModel(resolved, info, loader(resolved.path, name=resolved.name))
+
+
+def engine_facts(loaded: LoadedModel) -> dict[str, Any]:
+    """The CPU dtype the model computes in, the policy that chose it, and the BLAS."""
+    facts: dict[str, Any] = {}
+    if loaded.cpu_dtype is not None:
+        facts["cpu_dtype"] = loaded.cpu_dtype.dtype
+        facts["cpu_dtype_policy"] = loaded.cpu_dtype.policy
+    if loaded.blas is not None:
+        facts["blas"] = loaded.blas.backend
+    return facts
 
 
 @dataclass(frozen=True)
@@ -274,6 +292,7 @@ class RunResult:
     #: The response read as JSON, for a run asked for JSON (None if it was cut short).
     parsed: Any = None
     structured: bool = False
+    engine: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         done = self.finished
@@ -303,6 +322,7 @@ class RunResult:
             "load_s": round(done.load_s, 4),
             "ttft_s": round(done.ttft_s, 4),
             "tokens_per_s": round(done.tokens_per_s, 2),
+            **self.engine,
         }
         return data
 
@@ -321,11 +341,12 @@ def run_one_shot(
 
 
 def collect(model_name: str, prompt: str, events: Iterable[Event],
-            structured: bool = False) -> RunResult:
+            structured: bool = False, engine: dict[str, Any] | None = None) -> RunResult:
     """Read a whole event stream into a :class:`RunResult`.
 
     Args:
         structured: The reply was constrained to JSON; read it into ``parsed``.
+        engine: Facts reported with the timings (see :func:`engine_facts`).
 
     Raises:
         BaseException: the error of an aborted generation.
@@ -338,4 +359,4 @@ def collect(model_name: str, prompt: str, events: Iterable[Event],
         except json.JSONDecodeError:
             parsed = None  # cut short by max_tokens: the finish reason says so
     return RunResult(model_name, prompt, reply.content, reply.reasoning or None, reply.finished,
-                     reply.tool_calls, parsed, structured)
+                     reply.tool_calls, parsed, structured, engine or {})

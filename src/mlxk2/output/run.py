@@ -21,6 +21,7 @@ from mlxk2.output.format import paint
 from mlxk2.output.sink import Output
 
 if TYPE_CHECKING:
+    from mlxk2.engine.load import LoadedModel
     from mlxk2.ops.run import ChatSession
 
 #: C0 controls except tab and newline, DEL, and the C1 range: removed from model text.
@@ -144,6 +145,26 @@ def stats_line(done: Finished) -> str:
         f"[{done.completion_tokens} tokens, {done.tokens_per_s:.1f} tok/s, "
         f"first token {done.ttft_s * 1000:.0f} ms, {done.finish_reason}]"
     )
+
+
+def engine_line(loaded: LoadedModel) -> str:
+    """``--verbose`` line after loading: the BLAS and the dtype the model computes in."""
+    parts = []
+    blas = loaded.blas
+    if blas is not None:
+        text = f"BLAS: {blas.backend}"
+        if blas.backend == "openblas":
+            text += f" {blas.version}, {blas.threads} thread{'' if blas.threads == 1 else 's'}"
+        elif blas.reason:
+            text += f" ({blas.reason})"
+        parts.append(text)
+    choice = loaded.cpu_dtype
+    if choice is not None:
+        text = f"dtype: {choice.dtype}"
+        if choice.converted:
+            text += f" (from {choice.stored})"
+        parts.append(f"{text}, --cpu-dtype {choice.policy}: {choice.reason}")
+    return f"[{'; '.join(parts)}]" if parts else ""
 
 
 def clamp_warning(requested: int, allowed: int, context: int | None) -> str:

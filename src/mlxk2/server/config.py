@@ -73,6 +73,8 @@ class ServerConfig:
         log_json: One JSON object per log line.
         shutdown_grace: Seconds running requests may take to finish after SIGINT or
             SIGTERM before they are aborted; None waits for them however long.
+        cpu_dtype: The CPU dtype policy for loaded models (:mod:`mlxk2.engine.dtype`).
+        threads: OpenBLAS threads (None: the usable CPUs).
         ui: Serve the chat page at ``/``.
     """
 
@@ -93,4 +95,6 @@ class ServerConfig:
     log_level: str = "info"
     log_json: bool = False
     shutdown_grace: float | None = 10.0
+    cpu_dtype: str = "native"
+    threads: int | None = None
     ui: bool = True

@@ -150,6 +150,7 @@ class LoadedModelStatus(BaseModel):
     name: str
     active_requests: int
     idle_seconds: float
+    cpu_dtype: dict[str, Any] | None = None
 
 
 class Health(BaseModel):
@@ -159,6 +160,7 @@ class Health(BaseModel):
     loaded_models: list[str]
     uptime_seconds: float
     rss_bytes: int | None
+    blas: dict[str, Any] | None = None
     distributed: dict[str, Any] | None = None
 
 

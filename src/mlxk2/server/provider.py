@@ -96,10 +96,26 @@ def check_usable(resolved: ResolvedModel, embedding: bool | None = False) -> Run
                     embedding=serves is Capability.EMBEDDINGS)
 
 
-def _default_loader(path: Path) -> LoadedModel:
-    from mlxk2.engine.load import load_model
+def engine_loader(cpu_dtype: str = "native", threads: int | None = None) -> Loader:
+    """:func:`mlxk2.engine.load.load_model` with the server's CPU dtype policy and threads.
 
-    return load_model(path)
+    ``threads`` defaults to :func:`mlxk2.engine.blas.server_threads`, which leaves a
+    CPU to the event loop.
+    """
+
+    def load(path: Path) -> LoadedModel:
+        from mlxk2.engine.blas import server_threads
+        from mlxk2.engine.load import load_model
+
+        return load_model(path, cpu_dtype=cpu_dtype, threads=threads or server_threads())
+
+    return load
+
+
+def _cpu_dtype(loaded: Any) -> dict[str, Any]:
+    """The dtype policy's choice for ``/health`` (loaders in tests may not report one)."""
+    choice = getattr(loaded, "cpu_dtype", None)
+    return {} if choice is None else {"cpu_dtype": choice.to_dict()}
 
 
 class ModelProvider:
@@ -137,7 +153,7 @@ class ModelProvider:
         self.max_batch = max_batch
         self.prompt_cache = prompt_cache
         self.root = root
-        self._load = loader or _default_loader
+        self._load = loader or engine_loader()
         self._memory = memory_probe or available_memory_bytes
         self._open_batch = open_batch
         self._loaded: OrderedDict[Path, LoadedEntry] = OrderedDict()
@@ -370,7 +386,8 @@ class ModelProvider:
         now = time.monotonic()
         return [
             {"name": e.name, "active_requests": e.active,
-             "idle_seconds": round(now - e.last_used, 3) if e.active == 0 else 0.0}
+             "idle_seconds": round(now - e.last_used, 3) if e.active == 0 else 0.0,
+             **_cpu_dtype(e.loaded)}
             for e in self._loaded.values()
         ]
 

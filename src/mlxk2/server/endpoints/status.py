@@ -26,11 +26,21 @@ async def health(request: Request) -> dict[str, Any]:
         "loaded_models": state.provider.loaded_names(),
         "uptime_seconds": round(time.time() - state.started, 3),
         "rss_bytes": rss_bytes(),
+        "blas": _blas_state(),
     }
     cluster = state.provider.worker.cluster()
     if cluster is not None:
         body["distributed"] = cluster
     return body
+
+
+def _blas_state() -> dict[str, Any] | None:
+    """This process's BLAS binding: bound when serve starts, else by the first model load
+    (None before)."""
+    from mlxk2.engine.blas import blas_status
+
+    status = blas_status()
+    return None if status is None else status.to_dict()
 
 
 @router.get("/metrics", response_class=Response,
