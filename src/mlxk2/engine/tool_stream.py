@@ -220,8 +220,8 @@ class JsonCallReader:
         self._value_done(None)
 
     def _emit_string(self, token: _Token, final: bool) -> None:
-        """Copy the newly decoded part of a string (a key's, at its end, opening quote
-        included by the caller)."""
+        """Copy the newly decoded part of a string inside the arguments, without its
+        quotes (a key is copied whole, at its end)."""
         if self._capture is None or (token.is_key and not final):
             return
         end = len(token.raw) if final else _decodable(token.raw, token.decoded_upto)

@@ -290,7 +290,7 @@ class ToolCallScanner:
         self._inside = False
         self._reader: JsonCallReader | None = None
         self._read = 0  # how much of the open call's text the reader has had
-        self._open: list[_OpenCall] = []
+        self._streaming: _OpenCall | None = None  # the open call's streamed start
         self._next_index = 0
         self.calls: list[ToolCall] = []
 
@@ -342,7 +342,7 @@ class ToolCallScanner:
         self._inside = True
         self._reader = JsonCallReader() if self._streams else None
         self._read = 0
-        self._open = []
+        self._streaming = None
 
     def _progress(self, body: str) -> list[ToolCallEvent]:
         """Starts and argument pieces for what the open call's text now shows."""
@@ -356,13 +356,12 @@ class ToolCallScanner:
         if progress is None or progress.name is None:
             return []
         events: list[ToolCallEvent] = []
-        if not self._open:
-            self._open.append(_OpenCall(self._next_index, progress.id or _new_call_id(),
-                                        progress.name))
+        opened = self._streaming
+        if opened is None:
+            opened = _OpenCall(self._next_index, progress.id or _new_call_id(), progress.name)
+            self._streaming = opened
             self._next_index += 1
-            events.append(ToolCallStart(self._open[0].index, self._open[0].id,
-                                        progress.name, self._choice))
-        opened = self._open[0]
+            events.append(ToolCallStart(opened.index, opened.id, opened.name, self._choice))
         piece = progress.arguments[len(opened.sent):]
         if piece:
             opened.sent = progress.arguments
@@ -371,16 +370,16 @@ class ToolCallScanner:
 
     def _complete(self, body: str, as_text: str) -> list[str | ToolCallEvent]:
         """The call's end: parse its text; the rest of each call, or the text given back."""
-        opened, self._open, self._reader, self._inside = self._open, [], None, False
+        opened, self._streaming, self._reader, self._inside = self._streaming, None, None, False
         items = self._parsed(body)
         if items is None:
-            if opened:
+            if opened is not None:
                 log.info("a streamed tool call did not parse; its text is kept as content")
             return [as_text]
         events: list[str | ToolCallEvent] = []
         for k, (name, arguments, model_id) in enumerate(items):
-            if k < len(opened) and opened[k].name == name:
-                index, call_id, sent = opened[k].index, opened[k].id, opened[k].sent
+            if k == 0 and opened is not None and opened.name == name:
+                index, call_id, sent = opened.index, opened.id, opened.sent
                 if not arguments.startswith(sent):
                     log.warning("streamed arguments %r differ from the parsed call's %r",
                                 sent, arguments)
