@@ -12,7 +12,15 @@ import pytest
 from mlxk2.engine.batch import GenerationRequest, ModelBatch
 from mlxk2.engine.chat import build_prompt_tokens
 from mlxk2.engine.constraints import ConstraintError, ConstraintSpec, compiler_for
-from mlxk2.engine.events import Delta, Event, Finished, ToolCall, collect_choices
+from mlxk2.engine.events import (
+    Delta,
+    Event,
+    Finished,
+    ToolCall,
+    ToolCallArguments,
+    ToolCallStart,
+    collect_choices,
+)
 from mlxk2.engine.generate import run_request
 from mlxk2.engine.sampling import SamplingParams
 from mlxk2.engine.tools import (
@@ -111,6 +119,32 @@ def test_forced_calls_follow_the_function_schema(tiny_chat):
     assert isinstance(events[-1], Finished) and events[-1].finish_reason == "tool_calls"
 
 
+FORECAST = ToolFunction("get_forecast", "Forecast for a place", json.dumps({
+    "type": "object",
+    "properties": {"location": {"type": "string", "maxLength": 12},
+                   "unit": {"enum": ["celsius", "fahrenheit"]},
+                   "days": {"type": "integer", "minimum": 1, "maximum": 7},
+                   "hours": {"type": "array", "items": {"type": "integer", "minimum": 0,
+                                                        "maximum": 23}, "maxItems": 3}},
+    "required": ["location", "unit", "days", "hours"]}))
+
+
+def test_a_forced_call_streams_its_name_first_then_its_arguments_in_pieces(tiny_chat):
+    spec = forced_call_grammar([FORECAST], ToolChoice("required"), parallel=False)
+    calling = ToolCalling("json_tools", "<tool_call>", "</tool_call>",
+                          json.dumps([FORECAST.openai()]))
+    request = GenerationRequest(_prompt(tiny_chat, "Forecast?"), 300, SamplingParams(),
+                                constraint=spec, tools=calling)
+    (events,), _ = _run_rows(tiny_chat, [request])
+    start, *pieces, call, done = events
+    assert isinstance(start, ToolCallStart) and isinstance(call, ToolCall)
+    assert (start.index, start.id, start.name) == (call.index, call.id, "get_forecast")
+    assert len(pieces) > 3 and all(isinstance(p, ToolCallArguments) for p in pieces)
+    assert "".join(p.arguments for p in pieces) == call.arguments
+    jsonschema.validate(json.loads(call.arguments), json.loads(FORECAST.parameters))
+    assert isinstance(done, Finished) and done.finish_reason == "tool_calls"
+
+
 def test_n_choices_fork_from_one_prefill_and_seeds_reproduce(tiny_chat):
     request = GenerationRequest(_prompt(tiny_chat, "Hello there"), 10,
                                 SamplingParams(temperature=1.0, seed=5), n=3)
@@ -124,33 +158,76 @@ def test_n_choices_fork_from_one_prefill_and_seeds_reproduce(tiny_chat):
     assert [r.finished.cached_tokens for r in first] == [0, prompt - 1, prompt - 1]
 
 
+def _scan(scanner: ToolCallScanner, text: str, size: int) -> list[Any]:
+    """Feed ``text`` ``size`` characters at a time, then flush; everything reported."""
+    parts: list[Any] = []
+    for i in range(0, len(text), size):
+        parts += scanner.feed(text[i:i + size])
+    return parts + scanner.flush()
+
+
 def test_scanner_finds_calls_across_pieces_and_keeps_other_text():
     calling = ToolCalling("json_tools", "<tool_call>", "</tool_call>")
-    scanner = ToolCallScanner(calling)
     text = 'Sure. <tool_call>\n{"name": "f", "arguments": {"a": 1}}\n</tool_call> done'
-    shown, calls = [], []
-    for i in range(0, len(text), 3):
-        piece, found = scanner.feed(text[i:i + 3])
-        shown.append(piece)
-        calls.extend(found)
-    rest, more = scanner.flush()
-    assert "".join(shown) + rest == "Sure.  done"
-    assert more == [] and [(c.name, json.loads(c.arguments)) for c in calls] == [("f", {"a": 1})]
+    parts = _scan(ToolCallScanner(calling), text, 3)
+    assert "".join(p for p in parts if isinstance(p, str)) == "Sure.  done"
+    whole = [p for p in parts if isinstance(p, ToolCall)]
+    assert [(c.name, json.loads(c.arguments)) for c in whole] == [("f", {"a": 1})]
+    at = parts.index(whole[0])  # text and calls come in the order of the reply
+    assert "".join(p for p in parts[at:] if isinstance(p, str)) == " done"
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 8])
+def test_scanner_streams_a_call_name_first_and_arguments_that_join_to_the_parsed_ones(size):
+    calling = ToolCalling("json_tools", "<tool_call>", "</tool_call>")
+    text = ('<tool_call>\n[{"name": "get_forecast", "arguments": {"location": "Paris, \\"FR\\"'
+            ' \\u00e9\\ud83d\\ude00", "days":3, "hours" : [1, 2.50, -0, 1e2], "ok": true,'
+            ' "none": null, "empty": {}}}, {"name": "b", "arguments": {"y": "z\\n"}}]\n'
+            "</tool_call>")
+    parts = _scan(ToolCallScanner(calling), text, size)
+    calls = [p for p in parts if isinstance(p, ToolCall)]
+    assert [c.name for c in calls] == ["get_forecast", "b"] and [c.index for c in calls] == [0, 1]
+    first = parts.index(calls[0])
+    assert isinstance(parts[0], ToolCallStart) and parts[0].name == "get_forecast"
+    pieces = [p for p in parts[:first] if isinstance(p, ToolCallArguments)]
+    assert len(pieces) > 10 and "".join(p.arguments for p in pieces) == calls[0].arguments
+    assert json.loads(calls[0].arguments)["location"] == 'Paris, "FR" \u00e9\U0001f600'
+    # A list's later calls follow whole, once the first is complete.
+    start, rest, second = parts[first + 1:]
+    assert (start.index, start.name, rest.arguments) == (1, "b", calls[1].arguments)
+    assert second == calls[1] and calls[1].arguments == '{"y": "z\\n"}'
+
+
+def test_scanner_waits_for_a_name_written_after_the_arguments():
+    calling = ToolCalling("json_tools", "<tool_call>", "</tool_call>")
+    text = '<tool_call>{"arguments": {"x": 1}, "name": "late"}</tool_call>'
+    parts = _scan(ToolCallScanner(calling), text, 1)
+    start, pieces, call = parts
+    assert (start.name, pieces.arguments, call.arguments) == ("late", '{"x": 1}', '{"x": 1}')
+
+
+def test_a_streamed_call_that_breaks_off_comes_back_as_text():
+    calling = ToolCalling("json_tools", "<tool_call>", "</tool_call>")
+    text = '<tool_call>{"name": "f", "arguments": {"a": 1'
+    scanner = ToolCallScanner(calling)
+    parts = _scan(scanner, text, 4)
+    assert isinstance(parts[0], ToolCallStart)
+    assert not any(isinstance(p, ToolCall) for p in parts) and scanner.calls == []
+    assert parts[-1] == text
 
 
 def test_scanner_gives_back_a_call_that_does_not_parse():
     scanner = ToolCallScanner(ToolCalling("json_tools", "<tool_call>", "</tool_call>"))
-    shown, calls = scanner.feed("<tool_call>{broken</tool_call>")
-    assert shown == "<tool_call>{broken</tool_call>" and calls == []
+    assert scanner.feed("<tool_call>{broken</tool_call>") == ["<tool_call>{broken</tool_call>"]
 
 
 def test_scanner_reads_a_call_that_runs_to_the_end_of_the_reply():
     scanner = ToolCallScanner(ToolCalling("mistral", "[TOOL_CALLS]", ""))
-    shown, calls = scanner.feed('[TOOL_CALLS]get_weather[ARGS]{"city": "Oslo"}')
-    rest, more = scanner.flush()
-    assert (shown, rest, calls) == ("", "", [])
-    assert [(c.name, json.loads(c.arguments)) for c in more] == [("get_weather",
-                                                                  {"city": "Oslo"})]
+    assert scanner.feed('[TOOL_CALLS]get_weather[ARGS]{"city": "Oslo"}') == []
+    start, arguments, call = scanner.flush()
+    assert isinstance(start, ToolCallStart) and isinstance(arguments, ToolCallArguments)
+    assert (start.id, start.name) == (call.id, call.name) == (call.id, "get_weather")
+    assert arguments.arguments == call.arguments and json.loads(call.arguments) == {"city": "Oslo"}
 
 
 def test_generic_prompt_writes_tool_turns_as_text():

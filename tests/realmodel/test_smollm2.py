@@ -6,6 +6,7 @@ here is on text a trained model wrote, greedy, so the results are fixed.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -127,3 +128,50 @@ def test_serve_gives_the_same_greedy_answer_through_the_openai_client(
 
     assert text == expected
     assert "Paris" in text
+
+
+GET_WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "Get the current weather in a given location",
+    "parameters": {"type": "object", "properties": {
+        "location": {"type": "string", "description": "The city, e.g. Paris"},
+        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+        "required": ["location", "unit"]}}}
+WEATHER_QUESTION = [{"role": "user", "content": "What is the weather like in Paris today?"}]
+
+
+def _weather_request(smollm2_dir: Path, tool_choice: str) -> dict[str, Any]:
+    return {"model": str(smollm2_dir), "messages": WEATHER_QUESTION, "tools": [GET_WEATHER],
+            "tool_choice": tool_choice, "temperature": 0, "max_tokens": 60}
+
+
+def test_under_auto_the_small_model_answers_the_weather_question_itself(
+        smollm2_dir, served_smollm2):
+    """SmolLM2-135M does not call tools: its template takes none, so the generic tool
+    prompt is used, and greedily it still writes an answer (a call would be parsed)."""
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{served_smollm2}/v1", api_key="unused", timeout=180)
+    choice = client.chat.completions.create(**_weather_request(smollm2_dir, "auto")).choices[0]
+    assert choice.finish_reason == "stop" and choice.message.tool_calls is None
+    assert "Paris" in choice.message.content
+
+
+def test_a_required_weather_call_from_the_real_model_names_paris_streamed_or_not(
+        smollm2_dir, served_smollm2):
+    import jsonschema
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{served_smollm2}/v1", api_key="unused", timeout=180)
+    request = {**_weather_request(smollm2_dir, "required"), "parallel_tool_calls": False}
+    whole = client.chat.completions.create(**request).choices[0]
+    assert whole.finish_reason == "tool_calls" and whole.message.content is None
+    (call,) = whole.message.tool_calls
+    arguments = json.loads(call.function.arguments)
+    jsonschema.validate(arguments, GET_WEATHER["function"]["parameters"])
+    assert call.function.name == "get_weather" and "Paris" in arguments["location"]
+    with client.chat.completions.stream(**request) as stream:
+        streamed = stream.get_final_completion().choices[0]
+    (again,) = streamed.message.tool_calls
+    assert streamed.finish_reason == "tool_calls"
+    assert (again.function.name, again.function.arguments) == \
+        (call.function.name, call.function.arguments)

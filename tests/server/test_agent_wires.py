@@ -16,7 +16,15 @@ from typing import Any
 
 import pytest
 
-from mlxk2.engine.events import Aborted, Delta, Event, Finished, ToolCall
+from mlxk2.engine.events import (
+    Aborted,
+    Delta,
+    Event,
+    Finished,
+    ToolCall,
+    ToolCallArguments,
+    ToolCallStart,
+)
 from mlxk2.server._store import ResponseStore
 from mlxk2.server.endpoints.messages import MessagesWire, messages_turn
 from mlxk2.server.endpoints.responses import ResponsesWire, input_messages, responses_turn
@@ -27,7 +35,10 @@ from mlxk2.server.schemas import MessagesRequest, ResponsesRequest
 CALL = ToolCall(0, "call_1", "get_weather", '{"city": "Paris"}')
 DONE = Finished("tool_calls", prompt_tokens=10, completion_tokens=7, cached_tokens=4)
 SCRIPT: list[Event] = [Delta(reasoning="Let me "), Delta(reasoning="think."),
-                       Delta(content="Checking."), CALL, DONE]
+                       Delta(content="Checking."),
+                       ToolCallStart(0, "call_1", "get_weather"),
+                       ToolCallArguments(0, '{"city": '), ToolCallArguments(0, '"Paris"}'),
+                       CALL, DONE]
 
 
 class ScriptedRun:
@@ -96,6 +107,7 @@ def test_responses_stream_renders_reasoning_text_and_calls_as_typed_events():
         "response.output_text.delta", "response.output_text.done",
         "response.content_part.done", "response.output_item.done",
         "response.output_item.added", "response.function_call_arguments.delta",
+        "response.function_call_arguments.delta",
         "response.function_call_arguments.done", "response.output_item.done",
         "response.completed"]
     final = Response.model_validate(events[-1][1]["response"])
@@ -103,6 +115,28 @@ def test_responses_stream_renders_reasoning_text_and_calls_as_typed_events():
     assert final.output[0].content[0].text == "Let me think."  # type: ignore[union-attr, index]
     assert final.usage is not None and final.usage.input_tokens_details.cached_tokens == 4
     assert run.closed
+
+
+BROKEN_OFF: list[Event] = [ToolCallStart(0, "call_1", "get_weather"),
+                           ToolCallArguments(0, '{"city": '),
+                           Delta(content='<tool_call>{"name": "get_weather", "arguments": {"ci'),
+                           Finished("length", prompt_tokens=10, completion_tokens=7)]
+
+
+def test_a_call_that_breaks_off_is_closed_incomplete_and_its_text_is_the_message():
+    from openai.types.responses import Response, ResponseStreamEvent
+
+    run = ScriptedRun(BROKEN_OFF)
+    events = _read(_responses_wire(run).stream(run))  # type: ignore[arg-type]
+    classes = _by_type(ResponseStreamEvent)
+    for name, payload in events:
+        assert classes[name].model_validate(payload).type == name
+    items = [p["item"] for n, p in events if n == "response.output_item.done"]
+    assert [(i["type"], i["status"]) for i in items] == [("function_call", "incomplete"),
+                                                         ("message", "completed")]
+    final = Response.model_validate(events[-1][1]["response"])
+    assert [item.type for item in final.output] == ["message"]
+    assert final.output_text.startswith("<tool_call>")
 
 
 def test_responses_body_equals_the_streamed_final_response():
@@ -155,11 +189,25 @@ def test_messages_stream_renders_thinking_text_and_tool_use_as_anthropic_events(
     blocks = [p["content_block"]["type"] for n, p in events if n == "content_block_start"]
     assert blocks == ["thinking", "text", "tool_use"]
     deltas = [p["delta"]["type"] for n, p in events if n == "content_block_delta"]
-    assert deltas == ["thinking_delta", "thinking_delta", "text_delta", "input_json_delta"]
+    assert deltas == ["thinking_delta", "thinking_delta", "text_delta", "input_json_delta",
+                      "input_json_delta"]
     (stop,) = [p for n, p in events if n == "message_delta"]
     assert stop["delta"]["stop_reason"] == "tool_use"
     assert stop["usage"]["cache_read_input_tokens"] == 4
     assert [n for n, _ in events][-1] == "message_stop"
+
+
+def test_messages_stream_closes_a_tool_use_that_breaks_off_before_its_text():
+    from anthropic.types import RawMessageStreamEvent
+
+    events = _messages_events(BROKEN_OFF)
+    classes = _by_type(RawMessageStreamEvent)
+    for name, payload in events:
+        if name != "ping":
+            assert classes[name].model_validate(payload).type == name
+    kinds = [n for n, _ in events if n.startswith("content_block")]
+    assert kinds == ["content_block_start", "content_block_delta", "content_block_stop",
+                     "content_block_start", "content_block_delta", "content_block_stop"]
 
 
 def test_messages_abort_mid_stream_is_an_error_event():

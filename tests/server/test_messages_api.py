@@ -102,6 +102,22 @@ def test_streamed_tool_use_parses_with_the_typed_helper(live):
         jsonschema.validate(use.input, WEATHER["input_schema"])
 
 
+def test_streamed_tool_input_comes_in_json_pieces_equal_to_the_unstreamed_input(live):
+    request = {"model": CHAT, "max_tokens": 400, "messages": QUESTION, "tools": [WEATHER],
+               "tool_choice": {"type": "tool", "name": "get_weather",
+                               "disable_parallel_tool_use": True}}
+    (whole,) = [b for b in client(live).messages.create(**request).content
+                if b.type == "tool_use"]
+    with client(live).messages.stream(**request) as stream:
+        events = list(stream)
+        final = stream.get_final_message()
+    pieces = [e.delta.partial_json for e in events if e.type == "content_block_delta"
+              and e.delta.type == "input_json_delta"]
+    (use,) = [b for b in final.content if b.type == "tool_use"]
+    assert len(pieces) > 3 and json.loads("".join(pieces)) == use.input == whole.input
+    jsonschema.validate(use.input, WEATHER["input_schema"])
+
+
 def test_count_tokens_is_exact(live):
     body: dict[str, Any] = {"model": CHAT, "system": [{"type": "text", "text": "Be brief."}],
                             "messages": QUESTION, "tools": [WEATHER]}

@@ -117,6 +117,24 @@ def test_function_call_round_trip_without_state(live):
     assert second.usage.input_tokens > first.usage.input_tokens
 
 
+def test_streamed_function_call_arguments_come_in_pieces(live):
+    request = {"input": "What is the weather in Paris?", "tools": [WEATHER],
+               "tool_choice": "required", "parallel_tool_calls": False,
+               "max_output_tokens": 200, "store": False}
+    whole = _call(create(live, **request))
+    events = list(create(live, **request, stream=True))
+    deltas = [e for e in events if e.type == "response.function_call_arguments.delta"]
+    (done,) = [e for e in events if e.type == "response.function_call_arguments.done"]
+    (added,) = [e.item for e in events if e.type == "response.output_item.added"
+                and e.item.type == "function_call"]
+    call = _call(events[-1].response)
+    assert len(deltas) > 3 and {d.item_id for d in deltas} == {added.id, call.id}
+    assert added.name == call.name == whole.name and added.arguments == ""
+    assert "".join(d.delta for d in deltas) == done.arguments == call.arguments \
+        == whole.arguments
+    jsonschema.validate(json.loads(call.arguments), WEATHER["parameters"])
+
+
 def test_previous_response_id_continues_and_reuses_the_prompt_cache(live):
     first = create(live, input="What is the weather in Paris?", tools=[WEATHER],
                    tool_choice="required", parallel_tool_calls=False, max_output_tokens=200)

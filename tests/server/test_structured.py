@@ -27,7 +27,20 @@ WEATHER = {"type": "function", "function": {
 TIME = {"type": "function", "function": {
     "name": "get_time", "parameters": {"type": "object", "properties": {
         "zone": {"type": "string", "pattern": "^[A-Z]{3}$"}}, "required": ["zone"]}}}
-TOOL_SCHEMAS = {t["function"]["name"]: t["function"]["parameters"] for t in (WEATHER, TIME)}
+FORECAST = {"type": "function", "function": {
+    "name": "get_forecast", "description": "The forecast for a place",
+    "parameters": {"type": "object", "properties": {
+        "place": {"type": "object", "properties": {
+            "city": {"type": "string", "maxLength": 12},
+            "country": {"type": "string", "pattern": "^[A-Z]{2}$"}},
+            "required": ["city", "country"]},
+        "unit": {"enum": ["celsius", "fahrenheit"]},
+        "days": {"type": "integer", "minimum": 1, "maximum": 7},
+        "hours": {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 23},
+                  "minItems": 1, "maxItems": 3}},
+        "required": ["place", "unit", "days", "hours"]}}}
+TOOL_SCHEMAS = {t["function"]["name"]: t["function"]["parameters"]
+                for t in (WEATHER, TIME, FORECAST)}
 
 
 def chat(live: LiveServer, **kwargs: Any) -> Any:
@@ -175,6 +188,36 @@ def test_streamed_tool_calls_come_in_openai_pieces(live):
     for entry in calls.values():
         assert entry["id"] and entry["name"] == "get_weather"
         jsonschema.validate(json.loads(entry["arguments"]), TOOL_SCHEMAS["get_weather"])
+
+
+@pytest.mark.parametrize("tool_choice", [
+    "required", {"type": "function", "function": {"name": "get_forecast"}}])
+def test_streamed_arguments_come_in_pieces_that_accumulate_to_the_unstreamed_call(
+        live, tool_choice):
+    request = {"model": CHAT, "messages": ASK, "temperature": 0, "max_tokens": 800,
+               "tools": [WEATHER, FORECAST], "tool_choice": tool_choice,
+               "parallel_tool_calls": False}
+    whole = live.client().chat.completions.create(**request).choices[0].message
+    pieces: list[Any] = []
+    with live.client().chat.completions.stream(**request) as stream:
+        for event in stream:
+            if event.type == "chunk" and event.chunk.choices:
+                pieces += event.chunk.choices[0].delta.tool_calls or []
+        final = stream.get_final_completion().choices[0]
+    head, *rest = pieces
+    assert head.index == 0 and head.id and head.type == "function"
+    assert head.function.name == whole.tool_calls[0].function.name
+    assert head.function.arguments == ""
+    assert len(rest) > 5 and all(p.index == 0 and p.id is None and p.type is None
+                                 and p.function.name is None for p in rest)
+    joined = "".join(p.function.arguments for p in rest)
+    assert final.finish_reason == "tool_calls"
+    (call,) = final.message.tool_calls
+    (unstreamed,) = whole.tool_calls
+    assert call.id == head.id and joined == call.function.arguments
+    assert (call.function.name, call.function.arguments) == \
+        (unstreamed.function.name, unstreamed.function.arguments)
+    jsonschema.validate(json.loads(joined), TOOL_SCHEMAS[call.function.name])
 
 
 def test_a_tool_result_leads_to_an_answer(live):

@@ -1,7 +1,8 @@
 """The events one generation produces, read alike by ``run``, ``serve`` and the tests.
 
-A request yields :class:`Delta` events as its text is decided (and a
-:class:`ToolCall` for each tool call the model made), then exactly one
+A request yields :class:`Delta` events as its text is decided (and, for each
+tool call the model makes, a :class:`ToolCallStart`, :class:`ToolCallArguments`
+pieces as the arguments are decoded, then the whole :class:`ToolCall`), then exactly one
 :class:`Finished` per choice (or one :class:`Aborted`, when it was cut short by an
 error or a shutdown). A request for ``n`` choices interleaves them, each event
 naming its ``choice``. Every front door folds the same stream:
@@ -45,10 +46,40 @@ class Delta:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCallStart:
+    """A tool call has begun and its function is known; its arguments follow in pieces.
+
+    ``index`` counts the calls of one choice from 0; ``id`` is the call's id, the
+    same as on the :class:`ToolCall` that completes it.
+    """
+
+    index: int
+    id: str
+    name: str
+    choice: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallArguments:
+    """The next piece of an open call's arguments.
+
+    The pieces of one call, in order, join to its :class:`ToolCall`'s
+    ``arguments`` exactly. A call that breaks off (it does not parse, or the
+    reply is cut short) never gets its :class:`ToolCall`; its text comes as
+    content instead, as it does without streaming.
+    """
+
+    index: int
+    arguments: str
+    choice: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class ToolCall:
     """A whole tool call the model made: ``arguments`` is a JSON object as text.
 
-    ``index`` counts the calls of one choice from 0.
+    ``index`` counts the calls of one choice from 0. It closes the call a
+    :class:`ToolCallStart` opened.
     """
 
     index: int
@@ -100,7 +131,9 @@ class Aborted:
     error: BaseException
 
 
-Event = Delta | ToolCall | Finished | Aborted
+#: What is reported of one tool call: its start, its argument pieces, then the whole call.
+ToolCallEvent = ToolCallStart | ToolCallArguments | ToolCall
+Event = Delta | ToolCallStart | ToolCallArguments | ToolCall | Finished | Aborted
 
 
 @dataclass(frozen=True)
@@ -144,11 +177,12 @@ class ReplyBuilder:
             self._logprobs[i].extend(event.logprobs)
         elif isinstance(event, ToolCall):
             self._calls[i].append(event)
-        else:
+        elif isinstance(event, Finished):
             self._done[i] = Reply("".join(self._content[i]), "".join(self._reasoning[i]),
                                   event, tuple(self._calls[i]), tuple(self._logprobs[i]))
             if len(self._done) == self._choices:
                 return [self._done[c] for c in range(self._choices)]
+        # A call's pieces need no folding: the ToolCall that completes it carries all of it.
         return None
 
 

@@ -3,7 +3,8 @@
 :class:`TokenPipeline` is fed every token the generator samples for a request
 and returns the :mod:`mlxk2.engine.events` they decide. It owns a fresh streaming
 detokenizer, hides special tokens, cuts at stop strings, splits reasoning from
-the answer, finds tool calls in the answer (:class:`~mlxk2.engine.tools.ToolCallScanner`),
+the answer, finds tool calls in the answer and streams their arguments
+(:class:`~mlxk2.engine.tools.ToolCallScanner`),
 reports log-probabilities when asked, and keeps exact token counts and timings.
 ``run`` and ``serve`` both reach it through :class:`mlxk2.engine.batch.ModelBatch`,
 so each behaviour is implemented here once. Per-token extras (log-probabilities) travel in the
@@ -30,7 +31,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mlxk2.engine.events import Delta, Event, Finished, TokenLogprob, ToolCall
+from mlxk2.engine.events import Delta, Event, Finished, TokenLogprob, ToolCallEvent
 from mlxk2.engine.reasoning import CONTENT, REASONING, ReasoningParser
 from mlxk2.engine.stops import StopMatcher
 
@@ -106,9 +107,11 @@ class TokenPipeline:
         """Take one sampled token.
 
         Returns:
-            The events it decides: a :class:`Delta` when text is ready, then a
-            :class:`Finished` once the request is over (a stop string ends it even
-            when the generator would go on). Nothing after the request is over.
+            The events it decides: a :class:`Delta` when text is ready, then the
+            tool-call events it completes (a call's start, argument pieces, the
+            whole call), then a :class:`Finished` once the request is over (a
+            stop string ends it even when the generator would go on). Nothing
+            after the request is over.
         """
         if self.finished is not None:
             return []
@@ -132,22 +135,36 @@ class TokenPipeline:
             reason = "stop" if hit_stop_token else "length"
         final = reason is not None
         content, reasoning = self._split(text, final)
-        calls: list[ToolCall] = []
+        parts: list[str | ToolCallEvent] = [content]
         if self._tools is not None:
-            content, calls = self._tools.feed(content)
+            parts = self._tools.feed(content)
             if final:
-                rest, more = self._tools.flush()
-                content, calls = content + rest, calls + more
-        events: list[Event] = []
-        if content or reasoning or (final and self._logprobs):
-            events.append(Delta(content, reasoning, tuple(self._logprobs), self._choice))
-            self._logprobs = []
-        events.extend(calls)
+                parts += self._tools.flush()
+        events = self._events(parts, reasoning, final)
         if reason is not None:
             if reason == "stop" and self._tools is not None and self._tools.calls:
                 reason = "tool_calls"
             self.finished = self._finish(reason)
             events.append(self.finished)
+        return events
+
+    def _events(self, parts: list[str | ToolCallEvent], reasoning: str,
+                final: bool) -> list[Event]:
+        """Deltas and call events in the order of the text; the reasoning, and the
+        logprobs gathered so far, go on the first delta."""
+        events: list[Event] = []
+        text = ""
+        lead = bool(reasoning or (final and self._logprobs))
+        for part in [*parts, None]:
+            if isinstance(part, str):
+                text += part
+                continue
+            if text or lead:
+                events.append(Delta(text, reasoning, tuple(self._logprobs), self._choice))
+                text, reasoning, lead = "", "", False
+                self._logprobs = []
+            if part is not None:
+                events.append(part)
         return events
 
     def _split(self, text: str, final: bool) -> tuple[str, str]:

@@ -13,7 +13,9 @@
   (:func:`forced_call_grammar`): the reply can only be calls in the generic
   format, and each call's arguments match that function's ``parameters`` schema.
 * :class:`ToolCallScanner` runs inside :class:`~mlxk2.engine.pipeline.TokenPipeline`,
-  turning the call text in a reply into :class:`~mlxk2.engine.events.ToolCall` events.
+  turning the call text in a reply into call events: a start with the name,
+  argument pieces while they are decoded, then the whole
+  :class:`~mlxk2.engine.events.ToolCall`.
 """
 
 from __future__ import annotations
@@ -24,13 +26,17 @@ import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from mlxk2.engine.constraints import ConstraintSpec
-from mlxk2.engine.events import ToolCall
+from mlxk2.engine.events import ToolCall, ToolCallArguments, ToolCallEvent, ToolCallStart
 from mlxk2.errors import ValidationError
 
+if TYPE_CHECKING:
+    from mlxk2.engine.tool_stream import JsonCallReader
+
 log = logging.getLogger("mlxk2.engine")
+
 
 #: The generic call format's markers (also Hermes/Qwen's), read by mlx-lm's ``json_tools``.
 GENERIC_PARSER = "json_tools"
@@ -233,19 +239,39 @@ def forced_call_grammar(tools: Sequence[ToolFunction], choice: ToolChoice,
     schema = _closed_objects({"anyOf": [_call_schema(t) for t in chosen]})
     schema["x-guidance"] = JSON_OPTIONS
     repeat = f'("\\n" call){{0,{MAX_FORCED_CALLS - 1}}}' if parallel else ""
+    # llguidance writes properties in the schema's order: "name" before "arguments",
+    # so that a streamed call's name is known before its arguments arrive.
     lark = (f"start: call {repeat}\n"
             f'call: "{GENERIC_START}\\n" body "\\n{GENERIC_END}"\n'
-            f"body: %json {json.dumps(schema, sort_keys=True)}\n")
+            f"body: %json {json.dumps(schema)}\n")
     return ConstraintSpec("lark", lark)
+
+
+@dataclass
+class _OpenCall:
+    """A call whose start has been streamed: its index, id, name and the arguments sent."""
+
+    index: int
+    id: str
+    name: str
+    sent: str = ""
+
+
+def _new_call_id() -> str:
+    return f"call_{uuid.uuid4().hex[:24]}"
 
 
 class ToolCallScanner:
     """Finds tool calls in a reply's text as it streams.
 
     Text outside calls passes through (a partial start marker is held back until
-    it is decided); text inside a call is kept until the call ends and is then
-    parsed. A call that does not parse is given back as text, so nothing the
-    model wrote is lost.
+    it is decided). A call's text is parsed when the call ends; in the generic
+    JSON format (mlx-lm's ``json_tools``: forced calls and Hermes-style models)
+    it is also read while it grows (:class:`~mlxk2.engine.tool_stream.JsonCallReader`),
+    so each call's start, with its name, and its arguments come out in pieces
+    as they are decoded. Other parsers read only whole calls, so their calls come
+    out whole at the end. A call that does not parse is given back as text, so
+    nothing the model wrote is lost.
 
     Args:
         calling: The markers and parser.
@@ -258,57 +284,126 @@ class ToolCallScanner:
         self._tools = json.loads(calling.tools)
         self._start = calling.start
         self._end = calling.end
+        self._streams = calling.parser == GENERIC_PARSER
         self._choice = choice
         self._pending = ""
         self._inside = False
+        self._reader: JsonCallReader | None = None
+        self._read = 0  # how much of the open call's text the reader has had
+        self._streaming: _OpenCall | None = None  # the open call's streamed start
+        self._next_index = 0
         self.calls: list[ToolCall] = []
 
-    def feed(self, text: str) -> tuple[str, list[ToolCall]]:
-        """Take more reply text; the text that is not part of a call, and finished calls."""
+    def feed(self, text: str) -> list[str | ToolCallEvent]:
+        """Take more reply text.
+
+        Returns:
+            In order, the text that is not part of a call and the call events.
+        """
         self._pending += text
-        shown: list[str] = []
-        found: list[ToolCall] = []
+        out: list[str | ToolCallEvent] = []
         while True:
             if not self._inside:
                 at = self._pending.find(self._start)
                 if at < 0:
                     keep = _partial_suffix(self._pending, self._start)
-                    shown.append(self._pending[: len(self._pending) - keep])
+                    out.append(self._pending[: len(self._pending) - keep])
                     self._pending = self._pending[len(self._pending) - keep:]
                     break
-                shown.append(self._pending[:at])
+                out.append(self._pending[:at])
                 self._pending = self._pending[at + len(self._start):]
-                self._inside = True
+                self._begin()
             if not self._end:
+                out.extend(self._progress(self._pending))
                 break
             at = self._pending.find(self._end)
             if at < 0:
+                keep = _partial_suffix(self._pending, self._end)
+                out.extend(self._progress(self._pending[: len(self._pending) - keep]))
                 break
             body, self._pending = self._pending[:at], self._pending[at + len(self._end):]
-            self._inside = False
-            calls = self._read(body)
-            if calls is None:
-                shown.append(self._start + body + self._end)
-            found.extend(calls or [])
-        return "".join(shown), found
+            out.extend(self._progress(body))
+            out.extend(self._complete(body, self._start + body + self._end))
+        return [part for part in out if part != ""]
 
-    def flush(self) -> tuple[str, list[ToolCall]]:
-        """At the end of the reply: an open call (cut short, or one without an end marker)."""
+    def flush(self) -> list[str | ToolCallEvent]:
+        """At the end of the reply: held-back text, or an open call (cut short, or one
+        without an end marker), as :meth:`feed` reports them."""
         rest, self._pending = self._pending, ""
         if not self._inside:
-            return rest, []
-        self._inside = False
-        calls = self._read(rest)
-        return (self._start + rest, []) if calls is None else ("", calls)
+            return [rest] if rest else []
+        out: list[str | ToolCallEvent] = list(self._progress(rest))
+        out.extend(self._complete(rest, self._start + rest))
+        return out
 
-    def _read(self, body: str) -> list[ToolCall] | None:
+    def _begin(self) -> None:
+        from mlxk2.engine.tool_stream import JsonCallReader
+
+        self._inside = True
+        self._reader = JsonCallReader() if self._streams else None
+        self._read = 0
+        self._streaming = None
+
+    def _progress(self, body: str) -> list[ToolCallEvent]:
+        """Starts and argument pieces for what the open call's text now shows."""
+        if self._reader is None:
+            return []
+        self._reader.feed(body[self._read:])
+        self._read = len(body)
+        # Only a body's first call streams: the calls of a list all end with the body,
+        # and each must be whole before the next starts, for wires that keep them apart.
+        progress = self._reader.calls[0] if self._reader.calls else None
+        if progress is None or progress.name is None:
+            return []
+        events: list[ToolCallEvent] = []
+        opened = self._streaming
+        if opened is None:
+            opened = _OpenCall(self._next_index, progress.id or _new_call_id(), progress.name)
+            self._streaming = opened
+            self._next_index += 1
+            events.append(ToolCallStart(opened.index, opened.id, opened.name, self._choice))
+        piece = progress.arguments[len(opened.sent):]
+        if piece:
+            opened.sent = progress.arguments
+            events.append(ToolCallArguments(opened.index, piece, self._choice))
+        return events
+
+    def _complete(self, body: str, as_text: str) -> list[str | ToolCallEvent]:
+        """The call's end: parse its text; the rest of each call, or the text given back."""
+        opened, self._streaming, self._reader, self._inside = self._streaming, None, None, False
+        items = self._parsed(body)
+        if items is None:
+            if opened is not None:
+                log.info("a streamed tool call did not parse; its text is kept as content")
+            return [as_text]
+        events: list[str | ToolCallEvent] = []
+        for k, (name, arguments, model_id) in enumerate(items):
+            if k == 0 and opened is not None and opened.name == name:
+                index, call_id, sent = opened.index, opened.id, opened.sent
+                if not arguments.startswith(sent):
+                    log.warning("streamed arguments %r differ from the parsed call's %r",
+                                sent, arguments)
+                    sent = arguments
+            else:
+                index, call_id, sent = self._next_index, model_id or _new_call_id(), ""
+                self._next_index += 1
+                events.append(ToolCallStart(index, call_id, name, self._choice))
+            if arguments[len(sent):]:
+                events.append(ToolCallArguments(index, arguments[len(sent):], self._choice))
+            call = ToolCall(index, call_id, name, arguments, self._choice)
+            self.calls.append(call)
+            events.append(call)
+        return events
+
+    def _parsed(self, body: str) -> list[tuple[str, str, str | None]] | None:
+        """Each call's name, arguments as JSON text, and the model's id for it, if any."""
         try:
             parsed = self._parse(body, self._tools)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             log.info("a tool call did not parse (%s); kept as text", exc)
             return None
         items = parsed if isinstance(parsed, list) else [parsed]
-        calls: list[ToolCall] = []
+        calls: list[tuple[str, str, str | None]] = []
         for item in items:
             if not isinstance(item, dict) or not isinstance(item.get("name"), str):
                 return None
@@ -316,10 +411,7 @@ class ToolCallScanner:
             if not isinstance(arguments, str):
                 arguments = json.dumps(arguments, ensure_ascii=False)
             call_id = item.get("id") if isinstance(item.get("id"), str) else None
-            calls.append(ToolCall(len(self.calls) + len(calls),
-                                  call_id or f"call_{uuid.uuid4().hex[:24]}",
-                                  item["name"], arguments, self._choice))
-        self.calls.extend(calls)
+            calls.append((item["name"], arguments, call_id))
         return calls
 
 

@@ -121,6 +121,8 @@ class ReplyPrinter:
 def print_reply(events: Iterable[Event], printer: ReplyPrinter) -> Finished | None:
     """Feed every event to ``printer``; return the final :class:`Finished`.
 
+    A tool call is written whole once it completes; its streamed pieces are not shown.
+
     Raises:
         BaseException: the error of an aborted generation (after what was written).
     """
@@ -133,7 +135,7 @@ def print_reply(events: Iterable[Event], printer: ReplyPrinter) -> Finished | No
         elif isinstance(event, Aborted):
             printer.finish()
             raise event.error
-        else:
+        elif isinstance(event, Finished):
             finished = event
     printer.finish()
     return finished

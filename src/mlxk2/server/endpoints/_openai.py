@@ -8,7 +8,15 @@ import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from mlxk2.engine.events import Delta, Finished, TokenLogprob, ToolCall
+from mlxk2.engine.events import (
+    Delta,
+    Finished,
+    TokenLogprob,
+    ToolCall,
+    ToolCallArguments,
+    ToolCallEvent,
+    ToolCallStart,
+)
 from mlxk2.server._runs import Run
 from mlxk2.server.errors import BadRequestError, to_status_and_body
 from mlxk2.server.provider import LoadedEntry
@@ -108,13 +116,13 @@ def sse(payload: Chunk | str) -> str:
 
 
 async def chunk_stream(run: Run, head: Callable[[int], Chunk] | None,
-                       piece: Callable[[Delta | ToolCall], list[Chunk]],
+                       piece: Callable[[Delta | ToolCallEvent], list[Chunk]],
                        tail: Callable[[Finished], Chunk], include_usage: bool
                        ) -> AsyncIterator[str]:
     """SSE lines for one run, ending with ``[DONE]``; an abort becomes an error chunk.
 
     ``head`` renders the first chunk of each choice (if any), ``piece`` renders
-    each delta and tool call and ``tail`` each choice's finish chunk; with
+    each delta and tool-call event and ``tail`` each choice's finish chunk; with
     ``include_usage`` a last chunk carries the usage of all choices.
     """
     finished = False
@@ -124,7 +132,7 @@ async def chunk_stream(run: Run, head: Callable[[int], Chunk] | None,
             for choice in range(run.choices):
                 yield sse(head(choice))
         async for event in run:
-            if isinstance(event, (Delta, ToolCall)):
+            if isinstance(event, (Delta, ToolCallStart, ToolCallArguments, ToolCall)):
                 for chunk in piece(event):
                     yield sse(chunk)
             elif isinstance(event, Finished):

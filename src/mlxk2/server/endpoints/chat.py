@@ -18,7 +18,15 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from mlxk2.engine.events import Delta, Finished, Reply, ToolCall
+from mlxk2.engine.events import (
+    Delta,
+    Finished,
+    Reply,
+    ToolCall,
+    ToolCallArguments,
+    ToolCallEvent,
+    ToolCallStart,
+)
 from mlxk2.engine.tools import ToolChoice, ToolFunction
 from mlxk2.errors import ValidationError
 from mlxk2.server._requests import check_prompt_size, read_body
@@ -277,13 +285,18 @@ class ChatWire:
                 "choices": [{"index": choice, "delta": delta, "logprobs": logprobs,
                              "finish_reason": finish}], **extra}
 
-    def _piece(self, event: Delta | ToolCall) -> list[Chunk]:
+    def _piece(self, event: Delta | ToolCallEvent) -> list[Chunk]:
+        """OpenAI's shape for a call: its first chunk has the id and name, then the
+        arguments follow in pieces that join to the JSON text."""
+        if isinstance(event, ToolCallStart):
+            head = {"index": event.index, "id": event.id, "type": "function",
+                    "function": {"name": event.name, "arguments": ""}}
+            return [self._chunk({"tool_calls": [head]}, event.choice)]
+        if isinstance(event, ToolCallArguments):
+            piece = {"index": event.index, "function": {"arguments": event.arguments}}
+            return [self._chunk({"tool_calls": [piece]}, event.choice)]
         if isinstance(event, ToolCall):
-            head = {"index": event.index, **_tool_call(event)}
-            head["function"] = {"name": event.name, "arguments": ""}
-            arguments = {"index": event.index, "function": {"arguments": event.arguments}}
-            return [self._chunk({"tool_calls": [head]}, event.choice),
-                    self._chunk({"tool_calls": [arguments]}, event.choice)]
+            return []
         delta: dict[str, Any] = {}
         if event.reasoning:
             delta["reasoning_content"] = event.reasoning

@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from mlxk2.engine.events import Delta, Finished, Reply, ToolCall
+from mlxk2.engine.events import Delta, Finished, Reply, ToolCallEvent
 from mlxk2.server._requests import check_prompt_size, read_body
 from mlxk2.server._runs import Prompt, Run, respond
 from mlxk2.server.endpoints._openai import (
@@ -101,8 +101,8 @@ class TextWire:
                 "choices": [{"index": choice, "text": text, "logprobs": logprobs,
                              "finish_reason": finish}], **extra}
 
-    def _piece(self, event: Delta | ToolCall) -> list[Chunk]:
-        if isinstance(event, ToolCall) or not (event.content or event.logprobs):
+    def _piece(self, event: Delta | ToolCallEvent) -> list[Chunk]:
+        if not isinstance(event, Delta) or not (event.content or event.logprobs):
             return []
         logprobs = None
         if event.logprobs:

@@ -20,7 +20,15 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from mlxk2.engine.events import Delta, Finished, Reply, ToolCall
+from mlxk2.engine.events import (
+    Aborted,
+    Delta,
+    Finished,
+    Reply,
+    ToolCall,
+    ToolCallArguments,
+    ToolCallStart,
+)
 from mlxk2.engine.tools import ToolChoice, ToolFunction
 from mlxk2.server._requests import read_body
 from mlxk2.server._runs import Run, respond
@@ -291,22 +299,21 @@ class MessagesWire:
                                                        "index": index, "delta": delta})
                 if isinstance(event, Delta):
                     continue
+                if isinstance(event, ToolCallArguments):
+                    yield _sse("content_block_delta", {
+                        "type": "content_block_delta", "index": index,
+                        "delta": {"type": "input_json_delta", "partial_json": event.arguments}})
+                    continue
                 if open_kind is not None:
                     yield _sse("content_block_stop", {"type": "content_block_stop",
                                                       "index": index})
                     open_kind = None
-                if isinstance(event, ToolCall):
+                if isinstance(event, ToolCallStart):
                     index += 1
-                    use: dict[str, Any] = {**_tool_use(event), "input": {}}
+                    open_kind = "tool_use"
+                    use = {"type": "tool_use", "id": event.id, "name": event.name, "input": {}}
                     yield _sse("content_block_start", {"type": "content_block_start",
                                                        "index": index, "content_block": use})
-                    yield _sse("content_block_delta", {
-                        "type": "content_block_delta", "index": index,
-                        "delta": {"type": "input_json_delta",
-                                  "partial_json": json.dumps(_tool_use(event)["input"],
-                                                             ensure_ascii=False)}})
-                    yield _sse("content_block_stop", {"type": "content_block_stop",
-                                                      "index": index})
                 elif isinstance(event, Finished):
                     if index < 0:
                         yield _sse("content_block_start", {
@@ -320,7 +327,7 @@ class MessagesWire:
                         "delta": {"stop_reason": reason, "stop_sequence": sequence},
                         "usage": _usage(event)})
                     yield _sse("message_stop", {"type": "message_stop"})
-                else:
+                elif isinstance(event, Aborted):
                     status, body = to_status_and_body(event.error)
                     yield _sse("error", anthropic_body(status, body))
             ended = True

@@ -20,7 +20,14 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from mlxk2.engine.events import Delta, Finished, Reply, ToolCall
+from mlxk2.engine.events import (
+    Delta,
+    Finished,
+    Reply,
+    ToolCall,
+    ToolCallArguments,
+    ToolCallStart,
+)
 from mlxk2.engine.tools import ToolChoice, ToolFunction
 from mlxk2.server._requests import read_body
 from mlxk2.server._runs import Run, respond
@@ -297,9 +304,10 @@ def _reasoning_item(ident: str, text: str, status: str = "completed") -> dict[st
             "encrypted_content": None, "status": status}
 
 
-def _call_item(call: ToolCall, ident: str, status: str = "completed") -> dict[str, Any]:
+def _call_item(call: ToolCall | ToolCallStart, ident: str, arguments: str = "",
+               status: str = "completed") -> dict[str, Any]:
     return {"type": "function_call", "id": ident, "call_id": call.id, "name": call.name,
-            "arguments": call.arguments if status == "completed" else "", "status": status}
+            "arguments": arguments, "status": status}
 
 
 def _assistant_turn(reply: Reply) -> dict[str, Any]:
@@ -357,7 +365,7 @@ class ResponsesWire:
             output.append(_reasoning_item(_item_id("rs"), reply.reasoning))
         if reply.content or not reply.tool_calls:
             output.append(_message_item(_item_id("msg"), reply.content))
-        output += [_call_item(c, _item_id("fc")) for c in reply.tool_calls]
+        output += [_call_item(c, _item_id("fc"), c.arguments) for c in reply.tool_calls]
         return self._finish(reply, output)
 
     def _finish(self, reply: Reply, output: list[dict[str, Any]]) -> dict[str, Any]:
@@ -405,8 +413,13 @@ class _ResponseEvents:
                     if event.content:
                         for text in self._text("message", event.content):
                             yield text
+                elif isinstance(event, ToolCallStart):
+                    for text in [*self._close(), *self._open_call(event)]:
+                        yield text
+                elif isinstance(event, ToolCallArguments):
+                    yield self._arguments(event)
                 elif isinstance(event, ToolCall):
-                    for text in [*self._close(), *self._call(event)]:
+                    for text in self._call_done(event):
                         yield text
                 elif isinstance(event, Finished):
                     for text in self._close():
@@ -473,6 +486,11 @@ class _ResponseEvents:
             return []
         self.open = None
         text = "".join(self.text)
+        if item["type"] == "function_call":
+            # A call that broke off: its text comes as message content, as without streaming.
+            broken = {**item, "arguments": text, "status": "incomplete"}
+            return [self._event("response.output_item.done", output_index=len(self.output),
+                                item=broken)]
         where = {"item_id": item["id"], "output_index": len(self.output), "content_index": 0}
         if item["type"] == "reasoning":
             done = _reasoning_item(item["id"], text)
@@ -488,19 +506,25 @@ class _ResponseEvents:
         self.output.append(done)
         return events
 
-    def _call(self, call: ToolCall) -> list[str]:
+    def _open_call(self, start: ToolCallStart) -> list[str]:
+        self.open = _call_item(start, _item_id("fc"), status="in_progress")
+        self.text = []
+        return [self._event("response.output_item.added", output_index=len(self.output),
+                            item=self.open)]
+
+    def _arguments(self, piece: ToolCallArguments) -> str:
+        assert self.open is not None and self.open["type"] == "function_call"
+        self.text.append(piece.arguments)
+        return self._event("response.function_call_arguments.delta", item_id=self.open["id"],
+                           output_index=len(self.output), delta=piece.arguments)
+
+    def _call_done(self, call: ToolCall) -> list[str]:
+        assert self.open is not None and self.open["type"] == "function_call"
+        ident, index = self.open["id"], len(self.output)
+        self.open = None
         self.calls.append(call)
-        ident = _item_id("fc")
-        index = len(self.output)
-        done = _call_item(call, ident)
-        events = [
-            self._event("response.output_item.added", output_index=index,
-                        item=_call_item(call, ident, "in_progress")),
-            self._event("response.function_call_arguments.delta", item_id=ident,
-                        output_index=index, delta=call.arguments),
-            self._event("response.function_call_arguments.done", item_id=ident,
-                        output_index=index, name=call.name, arguments=call.arguments),
-            self._event("response.output_item.done", output_index=index, item=done),
-        ]
+        done = _call_item(call, ident, call.arguments)
         self.output.append(done)
-        return events
+        return [self._event("response.function_call_arguments.done", item_id=ident,
+                            output_index=index, name=call.name, arguments=call.arguments),
+                self._event("response.output_item.done", output_index=index, item=done)]
