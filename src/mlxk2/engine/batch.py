@@ -310,6 +310,10 @@ class ModelBatch:
         """Run one prefill/decode step and hand each request the events it decides.
 
         Rows that failed in this step leave the batch with an :class:`Aborted` event.
+        A new request's first token comes out of its third step (for a prompt of up
+        to 2048 tokens): mlx-lm's generator prefills the prompt but its last token,
+        then runs that token (sampling the first token), then returns the first token
+        having started on the second, as ``stream_generate`` does before its first.
 
         Raises:
             Exception: the model step failed; the batch's requests are still running
