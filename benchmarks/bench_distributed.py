@@ -66,7 +66,7 @@ def start(name: str, model: Path, parallel: str, launcher: str, tmp: Path) -> Se
         hostfile.write_text(json.dumps([[f"127.0.0.1:{free_port()}"] for _ in range(2)]))
         ranks = [{**env, "MLX_RANK": str(rank), "MLX_HOSTFILE": str(hostfile)}
                  for rank in range(2)]
-        proc = subprocess.Popen(distributed, env=ranks[0], start_new_session=True, **quiet)
+        proc = subprocess.Popen(distributed, env=ranks[0], process_group=0, **quiet)
         subprocess.Popen(distributed, env=ranks[1], process_group=proc.pid, **quiet)
     else:
         cmd = serve
