@@ -4,8 +4,11 @@ Both servers load the same random-weight model (by default the ~130M-parameter
 ``mid`` demo llama in float32, where compute dominates a decode step), stay up
 side by side, and take rounds in turn of 1 and of 8 concurrent streaming
 clients; every request bans the end-of-sequence tokens, so each generates
-exactly ``--tokens`` tokens. The 2 ranks are started by
-``mlx.launch -n 2 --backend ring`` with tensor parallelism (``--parallel``).
+exactly ``--tokens`` tokens. The 2 ranks run with tensor parallelism
+(``--parallel``), started the way ``mlx.launch -n 2 --backend ring`` starts
+them (``MLX_RANK`` and a ring ``MLX_HOSTFILE``) but without its output relay,
+which busy-polls a core on this host for as long as the job runs;
+``--launcher mlx.launch`` runs the real launcher, relay included.
 
 On one machine the ranks share its cores and talk over loopback, so this
 measures the cost of the distributed path (sharing each decision, two
@@ -17,11 +20,13 @@ then the ratio distributed / single.
 
 Usage: python benchmarks/bench_distributed.py [--model mid-fp32] [--tokens 32]
        [--requests-per-client 1] [--repeat 2] [--parallel tensor] [--models-dir DIR]
+       [--launcher ranks|mlx.launch]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -46,21 +51,32 @@ CLIENT_COUNTS = (1, 8)
 MLX_LAUNCH = str(Path(sys.executable).with_name("mlx.launch"))
 
 
-def start(name: str, model: Path, parallel: str) -> Server:
+def start(name: str, model: Path, parallel: str, launcher: str, tmp: Path) -> Server:
     """Start one server (``single`` or ``distributed``) and wait until it answers."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     serve = [sys.executable, "-m", "mlxk2", "serve", "--model", str(model), "--port", str(port),
              "--max-concurrency", "8", "--keep-alive", "never", "--log-level", "warning"]
-    if name == "distributed":
-        cmd = [MLX_LAUNCH, "-n", "2", "--backend", "ring", "--starting-port", str(free_port()),
-               "--", *serve, "--distributed", "--parallel", parallel]
+    distributed = [*serve, "--distributed", "--parallel", parallel]
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    if name == "distributed" and launcher == "ranks":
+        # What mlx.launch gives each rank; rank 1 joins rank 0's process group,
+        # so stopping signals both, as Ctrl-C in a terminal would.
+        hostfile = tmp / "ring-hosts.json"
+        hostfile.write_text(json.dumps([[f"127.0.0.1:{free_port()}"] for _ in range(2)]))
+        ranks = [{**env, "MLX_RANK": str(rank), "MLX_HOSTFILE": str(hostfile)}
+                 for rank in range(2)]
+        proc = subprocess.Popen(distributed, env=ranks[0], process_group=0, **quiet)
+        subprocess.Popen(distributed, env=ranks[1], process_group=proc.pid, **quiet)
     else:
         cmd = serve
-    # A new session, so stopping signals the launcher and its local ranks together;
-    # stdin stays an open pipe, since mlx.launch spins on a closed one.
-    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+        if name == "distributed":
+            cmd = [MLX_LAUNCH, "-n", "2", "--backend", "ring", "--starting-port",
+                   str(free_port()), "--", *distributed]
+        # A new session, so stopping signals the launcher and its local ranks together;
+        # stdin stays an open pipe, since mlx.launch spins on a closed one.
+        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, start_new_session=True,
+                                **quiet)
     server = Server(name, proc, port, str(model))
     deadline = time.monotonic() + 300
     while True:
@@ -94,6 +110,8 @@ def main() -> int:
                         help="Rounds per server and client count, alternating servers")
     parser.add_argument("--parallel", choices=("tensor", "pipeline"), default="tensor")
     parser.add_argument("--models-dir", type=Path, default=None)
+    parser.add_argument("--launcher", choices=("ranks", "mlx.launch"), default="ranks",
+                        help="Start the 2 ranks directly (default) or through mlx.launch")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO / "src"))
 
@@ -103,7 +121,7 @@ def main() -> int:
         servers = []
         try:
             for name in ("single", "distributed"):
-                servers.append(start(name, model, args.parallel))
+                servers.append(start(name, model, args.parallel, args.launcher, Path(tmp)))
             for server in servers:
                 run_round(server, 2, 1, 8, banned, "warm")
             rounds: dict[str, dict[int, list[dict[str, float]]]] = {
@@ -119,8 +137,9 @@ def main() -> int:
                 stop(server)
     results = {name: {c: median_row(rows) for c, rows in by_count.items()}
                for name, by_count in rounds.items()}
-    print(f"\n## {args.model}, {args.parallel} parallel over 2 loopback ranks: {args.tokens} "
-          f"tokens per request, streaming, median of {args.repeat} rounds")
+    print(f"\n## {args.model}, {args.parallel} parallel over 2 loopback ranks "
+          f"({args.launcher}): {args.tokens} tokens per request, streaming, "
+          f"median of {args.repeat} rounds")
     print(f"{'server':12} {'clients':>7} {'agg tok/s':>10} {'TTFT p50':>10} {'stream tok/s':>13}")
     for name, rows in results.items():
         for clients, row in rows.items():

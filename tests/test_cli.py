@@ -12,7 +12,7 @@ import pytest
 from mlxk2 import errors
 from mlxk2.cli import main
 from tests.fixtures.cli import cli_env, run_inprocess, run_subprocess
-from tests.fixtures.schema import SPEC_DIR
+from tests.fixtures.schema import SPEC_DIR, assert_valid_envelope
 
 SPEC_ERROR_TYPES = {
     "ValidationError", "ambiguous_match", "model_not_found", "download_failed",
@@ -65,6 +65,46 @@ def test_version_json_reports_the_configured_blas(monkeypatch, tmp_path) -> None
     assert not tmp_path.joinpath("mlxk2").exists()
     human = run_inprocess("--version").stdout
     assert "BLAS: openblas" in human
+
+
+def test_version_json_outside_a_launch_reports_the_backends_mlx_offers(tmp_path) -> None:
+    result = run_subprocess("--version", "--json", env=cli_env(tmp_path))
+    distributed = result.json["data"]["system"]["distributed"]
+    assert distributed["launch"] is None
+    assert distributed["launcher"] == str(Path(sys.executable).with_name("mlx.launch"))
+    probe = ("import mlx.core as mx\n"
+             "print(','.join(b for b in ('ring', 'mpi', 'nccl', 'jaccl')"
+             " if mx.distributed.is_available(b)))")
+    offered = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                             timeout=60, check=True).stdout.strip().split(",")
+    assert distributed["backends"] == offered
+
+
+def test_version_json_under_mlx_launch_reports_each_rank(tmp_path) -> None:
+    launcher = str(Path(sys.executable).with_name("mlx.launch"))
+    proc = subprocess.run([launcher, "-n", "2", "--backend", "ring", "--", sys.executable,
+                           "-m", "mlxk2", "--version", "--json"], env=cli_env(tmp_path),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    docs, text = [], proc.stdout.strip()
+    decoder = json.JSONDecoder()
+    while text:
+        doc, end = decoder.raw_decode(text)
+        assert_valid_envelope(doc)
+        docs.append(doc["data"]["system"]["distributed"]["launch"])
+        text = text[end:].strip()
+    assert sorted(d["rank"] for d in docs) == [0, 1]
+    for launch in docs:
+        assert launch["world_size"] == 2 and launch["backend"] == "ring"
+        assert len(launch["hosts"]) == 2 and launch["hosts"][0] != launch["hosts"][1]
+
+
+def test_version_human_names_the_rank_under_a_launch(monkeypatch, tmp_path) -> None:
+    hostfile = tmp_path / "hosts.json"
+    hostfile.write_text(json.dumps([["10.0.0.1:5000"], ["10.0.0.2:5000"], ["10.0.0.3:5000"]]))
+    monkeypatch.setenv("MLX_RANK", "2")
+    monkeypatch.setenv("MLX_HOSTFILE", str(hostfile))
+    assert "Distributed: rank 2 of 3 (ring)" in run_inprocess("--version").stdout
 
 
 def test_version_human_is_one_readable_line() -> None:
@@ -151,8 +191,11 @@ def test_cheap_commands_never_import_heavy_packages(tmp_path) -> None:
         "sys.stderr.write('HEAVY=' + ','.join(heavy))\n"
     )
     env = cli_env(tmp_path, XDG_CACHE_HOME=str(tmp_path / "xdg"))
-    for argv in (["--version"], ["list"], ["show", "x"], ["health"], ["rm", "x", "--json"]):
-        proc = subprocess.run([sys.executable, "-c", probe, *argv], env=env,
+    launched = {**env, "MLX_RANK": "1", "MLX_HOSTFILE": '[["127.0.0.1:1"], ["127.0.0.1:2"]]'}
+    for argv, argv_env in ((["--version"], env), (["--version", "--json"], launched),
+                           (["list"], env), (["show", "x"], env), (["health"], env),
+                           (["rm", "x", "--json"], env)):
+        proc = subprocess.run([sys.executable, "-c", probe, *argv], env=argv_env,
                               capture_output=True, text=True, timeout=60)
         assert "HEAVY=" in proc.stderr
         assert proc.stderr.rsplit("HEAVY=", 1)[1].strip() == "", argv

@@ -6,8 +6,14 @@ split over ranks round like the single-process ones and greedy output is
 comparable token for token. Ranks are started the way ``mlx.launch`` starts
 them (``MLX_RANK`` and a ring hostfile), so a test can signal each rank and
 see its exit code, and no launcher relay busy-polls the cores; ``serve
---hostfile`` runs the real ``mlx.launch``. Servers are started together once
-per module and shared by the tests that leave them running.
+--hostfile`` runs the real ``mlx.launch``.
+
+Starting a process (importing MLX, mlx-lm and transformers) is what these
+tests spend their time on, so the single-process references run in this
+process (``run`` through the CLI's ``main``, ``serve`` as an in-process server)
+and each cluster serves every test that leaves it running before one ends it.
+At most one cluster is up at a time: an idle follower waits for rank 0 inside
+the ring backend's receive, which polls its socket and takes a core's share.
 """
 
 from __future__ import annotations
@@ -21,15 +27,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.fixtures.cli import REPO_ROOT, cli_env
-from tests.fixtures.server import connection, free_port, raw_request
+from tests.fixtures.cli import REPO_ROOT, cli_env, run_inprocess
+from tests.fixtures.server import LiveServer, connection, free_port, raw_request
 
 PROMPT = "Once upon a time"
 #: Six streams: lengths, stop strings and seeds all differ.
@@ -109,11 +115,9 @@ def _two_ranks(tmp: Path, args: list[str], parallel: str) -> list[list[str]]:
 
 @pytest.fixture(scope="module")
 def runs(models, env, tmp_path_factory) -> Iterator[dict[str, Job]]:
-    """Every ``run`` of this module, started together: they only read the models."""
+    """Every distributed ``run`` of this module, started together: they only read the models."""
     tmp = tmp_path_factory.mktemp("dist-runs")
     commands = {
-        "single-llama": [[*_mlxk2(), *_run_args(models["llama"])]],
-        "single-qwen2": [[*_mlxk2(), *_run_args(models["qwen2"])]],
         "llama-tensor": _two_ranks(tmp, [*_run_args(models["llama"]), "--verbose"], "tensor"),
         "qwen2-pipeline": _two_ranks(tmp, _run_args(models["qwen2"]), "pipeline"),
         "llama-pipeline": _two_ranks(tmp, _run_args(models["llama"]), "pipeline"),
@@ -128,15 +132,15 @@ def runs(models, env, tmp_path_factory) -> Iterator[dict[str, Job]]:
 
 
 @pytest.mark.parametrize(("arch", "parallel"), [("llama", "tensor"), ("qwen2", "pipeline")])
-def test_distributed_run_equals_single_process_run(runs, arch, parallel):
-    single_out, single_err = runs[f"single-{arch}"].result()
-    assert runs[f"single-{arch}"].procs[0].returncode == 0, single_err
+def test_distributed_run_equals_single_process_run(runs, models, arch, parallel):
+    single = run_inprocess(*_run_args(models[arch]))
+    assert single.code == 0, single.stderr
     stdout, stderr = runs[f"{arch}-{parallel}"].result()
     doc = json.loads(stdout)
     assert doc["status"] == "success", stderr
     assert [p.returncode for p in runs[f"{arch}-{parallel}"].procs] == [0, 0], stderr
-    assert doc["data"]["response"] == json.loads(single_out)["data"]["response"]
-    assert doc["data"]["usage"] == json.loads(single_out)["data"]["usage"]
+    assert doc["data"]["response"] == single.json["data"]["response"]
+    assert doc["data"]["usage"] == single.json["data"]["usage"]
 
 
 def test_a_model_that_cannot_be_split_is_refused_before_loading(runs):
@@ -207,30 +211,26 @@ def _wait_healthy(cluster: Cluster, timeout: float = 180) -> dict[str, Any]:
         time.sleep(0.2)
 
 
-def _single_server(model: Path, env: dict[str, str], tmp: Path) -> Cluster:
-    port = free_port()
-    log = Path(tempfile.mkdtemp(dir=tmp)) / "single.log"
-    proc = subprocess.Popen([*_mlxk2(), "serve", "--model", str(model), "--port", str(port)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=log.open("w"))
-    return Cluster([proc], f"http://127.0.0.1:{port}", [log])
-
-
 #: Every shared cluster can also be killed or stopped by the test that takes it.
 _CLUSTER_FLAGS = ["--rank-timeout", "10", "--shutdown-grace", "0"]
 _CLUSTER_PARALLEL = {"llama": "tensor", "qwen2": "pipeline"}
 
 
 class Servers:
-    """The module's servers, started together once and shared between tests.
+    """The module's servers, shared between tests.
 
-    A test that ends a cluster :meth:`take` s it; the next test asking for that
-    cluster gets a fresh one.
+    The single-process references are in-process servers, started on first
+    use. A cluster starts when a test asks for it, after the previous one is
+    stopped; a test that ends a cluster :meth:`take` s it, and the next test
+    asking for that cluster gets a fresh one.
     """
 
-    def __init__(self, models: dict[str, Path], env: dict[str, str], tmp: Path) -> None:
+    def __init__(self, models: dict[str, Path], env: dict[str, str], tmp: Path,
+                 make_server: Callable[..., LiveServer]) -> None:
         self.models, self.env, self.tmp = models, env, tmp
-        self.singles = {arch: _single_server(models[arch], env, tmp) for arch in models}
-        self.clusters = {arch: self._start_cluster(arch) for arch in models}
+        self._make_server = make_server
+        self.singles: dict[str, LiveServer] = {}
+        self.clusters: dict[str, Cluster] = {}
         self._taken: list[Cluster] = []
         self._launched: list[subprocess.Popen[bytes]] = []
 
@@ -240,6 +240,7 @@ class Servers:
 
     def start_launched(self) -> tuple[subprocess.Popen[bytes], str, Path]:
         """``serve --hostfile``: mlxk2 runs mlx.launch over a hostfile naming this host twice."""
+        self.stop_clusters()
         hostfile = self.tmp / "launch-hosts.json"
         hostfile.write_text(json.dumps([{"ssh": "127.0.0.1", "ips": ["127.0.0.1"]}] * 2))
         port, log = free_port(), self.tmp / "launched.log"
@@ -252,12 +253,16 @@ class Servers:
         self._launched.append(proc)
         return proc, f"http://127.0.0.1:{port}", log
 
-    def single(self, arch: str) -> Cluster:
-        _wait_healthy(self.singles[arch])
-        return self.singles[arch]
+    def single(self, arch: str) -> str:
+        """The URL of the in-process single-process server for ``arch``."""
+        if arch not in self.singles:
+            self.singles[arch] = self._make_server(preload=str(self.models[arch]),
+                                                   root=self.tmp)
+        return self.singles[arch].url
 
     def cluster(self, arch: str) -> Cluster:
         if arch not in self.clusters:
+            self.stop_clusters()
             self.clusters[arch] = self._start_cluster(arch)
         return self.clusters[arch]
 
@@ -266,18 +271,23 @@ class Servers:
         self._taken.append(self.clusters.pop(arch))
         return cluster
 
+    def stop_clusters(self) -> None:
+        """Stop every cluster, so the next one has the cores to itself."""
+        for cluster in [*self.clusters.values(), *self._taken]:
+            cluster.stop()
+        self.clusters.clear()
+
     def stop(self) -> None:
         for proc in self._launched:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(10)
-        for cluster in [*self.singles.values(), *self.clusters.values(), *self._taken]:
-            cluster.stop()
+        self.stop_clusters()
 
 
 @pytest.fixture(scope="module")
-def servers(models, env, tmp_path_factory) -> Iterator[Servers]:
-    started = Servers(models, env, tmp_path_factory.mktemp("dist-serve"))
+def servers(models, env, tmp_path_factory, make_server) -> Iterator[Servers]:
+    started = Servers(models, env, tmp_path_factory.mktemp("dist-serve"), make_server)
     yield started
     started.stop()
 
@@ -316,8 +326,7 @@ def _workload(url: str) -> list[tuple[str, Any, int | None]]:
         return list(pool.map(lambda body: _complete(url, body), STREAMS))
 
 
-@pytest.mark.parametrize(("arch", "parallel"), [("llama", "tensor"), ("qwen2", "pipeline")])
-def test_distributed_serve_equals_single_process_serve(servers, arch, parallel):
+def _serves_like_one_process(servers: Servers, arch: str, parallel: str) -> None:
     cluster = servers.cluster(arch)
     health = _wait_healthy(cluster)
     assert health["distributed"]["world_size"] == 2
@@ -325,10 +334,14 @@ def test_distributed_serve_equals_single_process_serve(servers, arch, parallel):
     assert health["distributed"]["backend"] == "ring"
     single = servers.single(arch)
     one = {"prompt": PROMPT, "max_tokens": 30}
-    assert _complete(cluster.url, one) == _complete(single.url, one)
-    distributed, alone = _workload(cluster.url), _workload(single.url)
+    assert _complete(cluster.url, one) == _complete(single, one)
+    distributed, alone = _workload(cluster.url), _workload(single)
     assert distributed == alone
     assert len({tokens for _, _, tokens in alone}) > 2  # the streams really differ
+
+
+def test_tensor_parallel_serve_equals_single_process_serve(servers):
+    _serves_like_one_process(servers, "llama", "tensor")
 
 
 def test_rank_one_killed_mid_stream_makes_rank_zero_answer_503_and_exit(servers):
@@ -349,6 +362,10 @@ def test_rank_one_killed_mid_stream_makes_rank_zero_answer_503_and_exit(servers)
     assert code != 0
 
 
+def test_pipeline_parallel_serve_equals_single_process_serve(servers):
+    _serves_like_one_process(servers, "qwen2", "pipeline")
+
+
 def test_sigterm_to_rank_zero_stops_every_rank_cleanly(servers):
     cluster = servers.take("qwen2")
     _wait_healthy(cluster)
@@ -366,7 +383,7 @@ def test_serve_with_a_hostfile_runs_mlx_launch_and_stops_on_ctrl_c(servers):
     assert [r["addresses"][0].split(":")[0] for r in health["distributed"]["ranks"]] \
         == ["127.0.0.1", "127.0.0.1"]
     one = {"prompt": PROMPT, "max_tokens": 20}
-    assert _complete(url, one) == _complete(servers.single("qwen2").url, one)
+    assert _complete(url, one) == _complete(servers.single("qwen2"), one)
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the terminal: the launcher and its ranks
     proc.wait(60)
     assert _ranks_of(proc.pid) == [], launched.log()
@@ -432,9 +449,8 @@ def test_two_hosts_in_network_namespaces_serve_like_one(models, env, tmp_path, t
         health = _wait_healthy_in(two_namespaces[0], cluster)
         assert [r["addresses"][0].split(":")[0] for r in health["distributed"]["ranks"]] \
             == addresses
-        reference = servers.single("qwen2")
         one = {"prompt": PROMPT, "max_tokens": 20}
-        expected = _complete(reference.url, one)
+        expected = _complete(servers.single("qwen2"), one)
         got = subprocess.run(
             ["ip", "netns", "exec", two_namespaces[0], sys.executable, "-c", _CLIENT,
              cluster.url, json.dumps(one)],

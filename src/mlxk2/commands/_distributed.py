@@ -12,7 +12,6 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -102,8 +101,9 @@ def launcher_command(args: argparse.Namespace, command: str,
     except (OSError, ValueError) as exc:
         raise ValidationError(f"--hostfile {hostfile}: not a readable JSON hostfile "
                               f"({exc})") from exc
-    launcher = Path(sys.executable).with_name("mlx.launch")
-    found = str(launcher) if launcher.is_file() else shutil.which("mlx.launch")
+    from mlxk2.engine.launch import launcher_path
+
+    found = launcher_path()
     if found is None:
         raise OperationError("--hostfile needs mlx.launch (part of mlx), found neither next "
                              f"to {sys.executable} nor on PATH")
@@ -167,7 +167,8 @@ def join(args: argparse.Namespace,
         ValidationError: not started by ``mlx.launch`` or alone in the group.
         RankLostError: a follower lost rank 0.
     """
-    from mlxk2.engine.distributed import Group, Leader, Watchdog, follow, launch_environment
+    from mlxk2.engine.distributed import Group, Leader, Watchdog, follow
+    from mlxk2.engine.launch import launch_environment
 
     if launch_environment() is None:
         raise ValidationError("--distributed needs mlx.launch (e.g. 'mlx.launch -n 2 "
@@ -239,7 +240,7 @@ class ServeFault:
 
 def serving_worker(leader: Leader, fault: ServeFault) -> DistributedWorker:
     """Rank 0's MLX worker, registered with ``fault`` so a fault can end its streams."""
-    from mlxk2.engine.distributed import launch_environment
+    from mlxk2.engine.launch import launch_environment
     from mlxk2.server.distributed import DistributedWorker
 
     worker = DistributedWorker(leader, launch_environment())

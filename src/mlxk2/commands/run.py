@@ -156,7 +156,8 @@ def _handle(args: argparse.Namespace, out: Output, leader: Leader | None) -> int
 
         model = ops.open_model(args.model, loader=open_everywhere)
         if args.verbose:
-            from mlxk2.engine.distributed import launch_environment, rank_layout
+            from mlxk2.engine.distributed import rank_layout
+            from mlxk2.engine.launch import launch_environment
 
             out.warn(_distributed.layout_line(rank_layout(leader, launch_environment())))
     use_template = not args.no_chat_template

@@ -5,8 +5,8 @@ environment). Rank 0 decides; the other ranks receive each decision as bytes
 through ``all_sum`` (rank 0 adds the payload, the others add zeros), the way
 ``mlx_lm.server`` shares its requests, and then run the identical step.
 
-:func:`launch_environment` reads only the environment, so the cheap commands
-can report a launch without importing MLX.
+What the launch itself says (rank, size, backend) is read without MLX by
+:mod:`mlxk2.engine.launch`.
 """
 
 from __future__ import annotations
@@ -16,13 +16,12 @@ import dataclasses
 import itertools
 import json
 import logging
-import os
 import pickle
 import secrets
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -32,6 +31,7 @@ from mlxk2.errors import MlxkError, ModelIncompatibleError, RankLostError, Valid
 
 if TYPE_CHECKING:
     from mlxk2.engine.events import Event
+    from mlxk2.engine.launch import LaunchInfo
     from mlxk2.engine.load import LoadedModel
 
 log = logging.getLogger("mlxk2.distributed")
@@ -40,60 +40,6 @@ Parallelism = Literal["tensor", "pipeline"]
 #: ``--parallel`` choices; ``auto`` picks tensor parallelism when the model can
 #: shard its heads over the ranks, else pipeline parallelism.
 PARALLEL_CHOICES = ("auto", "tensor", "pipeline")
-
-
-@dataclass(frozen=True)
-class LaunchInfo:
-    """A distributed launch as its environment describes it (no MLX import).
-
-    ``hosts`` lists each rank's addresses in rank order when a ring hostfile
-    names them.
-    """
-
-    rank: int
-    world_size: int | None
-    backend: str
-    hosts: tuple[tuple[str, ...], ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"rank": self.rank, "world_size": self.world_size, "backend": self.backend,
-                "hosts": [list(h) for h in self.hosts]}
-
-
-def launch_environment(env: Mapping[str, str] | None = None) -> LaunchInfo | None:
-    """What ``mlx.launch`` told this process, or None outside a launch.
-
-    The ring backend gets ``MLX_HOSTFILE`` (a JSON list of each rank's
-    ``ip:port`` addresses), JACCL ``MLX_IBV_DEVICES`` and MPI its own variables;
-    every launch sets ``MLX_RANK`` (MPI: ``OMPI_COMM_WORLD_RANK``).
-    """
-    env = os.environ if env is None else env
-    rank_text = env.get("MLX_RANK", env.get("OMPI_COMM_WORLD_RANK"))
-    if rank_text is None or not rank_text.strip().isdigit():
-        return None
-    rank = int(rank_text)
-    if "MLX_IBV_DEVICES" in env or "MLX_JACCL_COORDINATOR" in env:
-        devices = _json_file_or_text(env.get("MLX_IBV_DEVICES", ""))
-        size = len(devices) if isinstance(devices, list) else None
-        return LaunchInfo(rank, size, "jaccl")
-    if "OMPI_COMM_WORLD_SIZE" in env:
-        return LaunchInfo(rank, int(env["OMPI_COMM_WORLD_SIZE"]), "mpi")
-    hosts = _json_file_or_text(env.get("MLX_HOSTFILE", ""))
-    if isinstance(hosts, list) and all(isinstance(h, list) for h in hosts):
-        ring = tuple(tuple(str(a) for a in h) for h in hosts)
-        return LaunchInfo(rank, len(ring), "ring", ring)
-    return LaunchInfo(rank, None, "ring")
-
-
-def _json_file_or_text(value: str) -> Any:
-    """The JSON in a file named ``value`` (what mlx.launch passes), or in ``value`` itself."""
-    if not value:
-        return None
-    try:
-        text = Path(value).read_text("utf-8") if Path(value).is_file() else value
-        return json.loads(text)
-    except (OSError, ValueError):
-        return None
 
 
 def supported_parallelism(config: dict[str, Any], world_size: int) -> list[Parallelism]:

@@ -22,7 +22,8 @@ from mlxk2.server.worker import Mailbox, Ticket, Worker
 
 if TYPE_CHECKING:
     from mlxk2.engine.batch import GenerationRequest, ModelBatch
-    from mlxk2.engine.distributed import LaunchInfo, Leader
+    from mlxk2.engine.distributed import Leader
+    from mlxk2.engine.launch import LaunchInfo
 
 #: Seconds an idle rank 0 waits before telling the other ranks it is still there.
 HEARTBEAT_INTERVAL = 1.0
