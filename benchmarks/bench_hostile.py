@@ -6,12 +6,14 @@ started, then three phases run while a poller times ``GET /health`` every 20 ms:
 1. schemathesis fuzzing from the server's own ``/openapi.json``: ``--examples``
    generated requests per operation, valid (positive) and invalid (negative),
    with the key and with a wrong key; every status is counted and a 5xx is an error;
-2. a soak: ``--soak`` mixed requests from ``--workers`` threads (plain, streamed,
-   cancelled mid-stream, malformed, wrong model, wrong content type, foreign
-   origin), each checked for its expected status; the server's RSS is read
+2. a soak: ``--soak`` mixed requests from ``--workers`` threads (chat plain, streamed
+   and cancelled mid-stream, completions, Responses, Messages plain and streamed,
+   count_tokens, malformed, wrong model, wrong content type, foreign origin), each
+   checked for its expected status; the server's RSS is read
    before and after, and its ``/metrics`` request counter must equal the requests sent;
-3. hostile inputs: 3.9 MB and 1 MB prompts, JSON nested 100,000 deep, lone
-   surrogates and bad ``logit_bias`` keys, and 20 connections that never finish
+3. hostile inputs: 3.9 MB and 1 MB prompts on every generating endpoint (a tool
+   description too), JSON nested 100,000 deep, lone surrogates, NaN, bad ``logit_bias``
+   keys, an unload sent as a form, and 20 connections that never finish
    their headers, while one stream runs; the stream's longest pause is reported.
 
 It prints the counts, the soak's figures and the worst ``/health`` latency of each phase.
@@ -143,7 +145,7 @@ def soak_request(port: int, index: int) -> tuple[str, bool]:
     """The ``index``-th request of the mix; (kind, answered as expected)."""
     rng = random.Random(index)
     kind = ("chat", "stream", "cancel", "text", "malformed", "missing", "form",
-            "origin")[index % 8]
+            "origin", "responses", "messages", "messages stream", "count")[index % 12]
     message = [{"role": "user", "content": f"Question {index}: {'why ' * rng.randint(1, 40)}"}]
     body: dict[str, Any] = {"model": MODEL, "messages": message, "max_tokens": 8,
                             "temperature": rng.choice([0, 0.7]), "seed": index}
@@ -153,6 +155,14 @@ def soak_request(port: int, index: int) -> tuple[str, bool]:
     if kind == "text":
         path, body = "/v1/completions", {"model": MODEL, "prompt": f"Story {index}:",
                                          "max_tokens": 8}
+    elif kind == "responses":
+        path, body = "/v1/responses", {"model": MODEL, "input": message,
+                                       "max_output_tokens": 8, "seed": index}
+    elif kind.startswith("messages"):
+        path = "/v1/messages"
+        body["stream"] = kind.endswith("stream")
+    elif kind == "count":
+        path, body = "/v1/messages/count_tokens", {"model": MODEL, "messages": message}
     elif kind in ("stream", "cancel"):
         body["stream"] = True
     elif kind == "malformed":
@@ -177,6 +187,8 @@ def soak_request(port: int, index: int) -> tuple[str, bool]:
         conn.close()
     if kind == "stream":
         return kind, response.status == 200 and data.rstrip().endswith(b"data: [DONE]")
+    if kind == "messages stream":
+        return kind, response.status == 200 and data.rstrip().endswith(b'{"type": "message_stop"}')
     return kind, response.status == expected
 
 
@@ -195,7 +207,7 @@ def rss_of(pid: int) -> int:
 
 
 def soak(port: int, pid: int, total: int, workers: int) -> dict[str, Any]:
-    generating = 'mlxk2_requests_total{endpoint="/v1/c'  # chat and text completions
+    generating = 'mlxk2_requests_total{endpoint="/v1/'  # every endpoint the mix calls
     before_requests = metric(port, generating)
     rss_before = rss_of(pid)
     started = time.perf_counter()
@@ -214,6 +226,7 @@ def soak(port: int, pid: int, total: int, workers: int) -> dict[str, Any]:
 
 def hostile(port: int) -> dict[str, Any]:
     long_text = "hello world, this is a test. " * 134_000
+    hello = [{"role": "user", "content": "hi"}]
     cases = {
         "3.9 MB completions prompt": ("/v1/completions",
                                       {"model": MODEL, "prompt": long_text}),
@@ -227,6 +240,19 @@ def hostile(port: int) -> dict[str, Any]:
         "logit_bias key '²'": ("/v1/chat/completions", {"model": MODEL, "logit_bias": {"²": 1},
                                                         "messages": [{"role": "user",
                                                                       "content": "x"}]}),
+        "3.9 MB Responses input": ("/v1/responses", {"model": MODEL, "input": long_text}),
+        "3.9 MB Messages system": ("/v1/messages", {"model": MODEL, "max_tokens": 8,
+                                                    "system": long_text, "messages": hello}),
+        "3.9 MB count_tokens": ("/v1/messages/count_tokens", {"model": MODEL, "messages": [
+            {"role": "user", "content": long_text}]}),
+        "3.9 MB tool description": ("/v1/responses", {"model": MODEL, "input": "x", "tools": [
+            {"type": "function", "name": "f", "description": long_text}]}),
+        "Messages JSON 100,000 deep": ("/v1/messages", "[" * 100_000 + "]" * 100_000),
+        "Responses lone surrogate": ("/v1/responses",
+                                     f'{{"model": "{MODEL}", "instructions": "\\ud800"}}'),
+        "Messages NaN max_tokens": ("/v1/messages", f'{{"model": "{MODEL}", "max_tokens": NaN, '
+                                                    '"messages": []}'),
+        "unload as a form post": (f"/v1/models/{MODEL}/unload", "keep_alive=0"),
     }
     chunk_times: list[float] = []
     streaming = threading.Event()
@@ -251,7 +277,10 @@ def hostile(port: int) -> dict[str, Any]:
     began = time.perf_counter()
     for label, (path, body) in cases.items():
         raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-        statuses[label] = request(port, "POST", path, raw, headers=JSON)[0]
+        headers = JSON
+        if label == "unload as a form post":
+            headers = {**JSON, "Content-Type": "application/x-www-form-urlencoded"}
+        statuses[label] = request(port, "POST", path, raw, headers=headers)[0]
     slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
     for sock in slow:
         sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n")

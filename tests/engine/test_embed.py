@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -115,3 +116,11 @@ def test_weights_that_do_not_fit_the_config_are_refused(tmp_path: Any) -> None:
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelIncompatibleError, match="Cannot load"):
         load_encoder(folder, name="bad")
+
+
+def test_a_multi_megabyte_text_is_cut_before_it_is_tokenised(minilm: Any) -> None:
+    long_text = "hello world, this is a test. " * 134_000  # 3.9 MB: 5 s and more to tokenise
+    began = time.perf_counter()
+    whole, head = minilm.tokenize([long_text, long_text[:5000]])
+    assert time.perf_counter() - began < 1.0
+    assert whole == head and whole.truncated and len(whole.ids) == minilm.max_tokens

@@ -52,6 +52,19 @@ def live(make_server: Callable[..., LiveServer]) -> LiveServer:
 
 
 @pytest.fixture(scope="session")
+def live_with_encoder(make_server: Callable[..., LiveServer], demo_cache: DemoCache,
+                      tmp_path_factory: pytest.TempPathFactory) -> LiveServer:
+    """A server whose cache holds the demo chat model and the real MiniLM encoder."""
+    from mlxk2.cache.layout import store_snapshot
+    from tests.fixtures.embedding import MINILM, minilm_folder
+
+    root = tmp_path_factory.mktemp("chat_and_encoder_hub")
+    store_snapshot(root, MINILM, minilm_folder())
+    store_snapshot(root, CHAT, demo_cache.paths[CHAT])
+    return make_server(root=root, max_loaded_models=2)
+
+
+@pytest.fixture(scope="session")
 def chat_tokenizer(demo_cache: DemoCache) -> Any:
     """The demo chat model's tokenizer, without loading weights in the test thread."""
     from mlx_lm.utils import load_tokenizer

@@ -7,8 +7,9 @@ import json
 import pytest
 
 from mlxk2.server.browsers import is_loopback
+from tests.fixtures.embedding import MINILM
 from tests.fixtures.models import CHAT
-from tests.fixtures.server import LiveServer, raw_request
+from tests.fixtures.server import LiveServer, api_error, raw_request
 
 BODY = {"model": CHAT, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
 TRUSTED = "http://app.example"
@@ -98,3 +99,49 @@ def test_cors_origin_star_trusts_every_page(make_server):
 ])
 def test_loopback_names(host, loopback):
     assert is_loopback(host) is loopback
+
+
+#: Endpoints added beside chat and completions, each with a small valid body.
+OTHER_POSTS = {
+    "/v1/responses": {"model": CHAT, "input": "hi", "max_output_tokens": 2},
+    "/v1/messages": {"model": CHAT, "messages": [{"role": "user", "content": "hi"}],
+                     "max_tokens": 2},
+    "/v1/messages/count_tokens": {"model": CHAT, "messages": [{"role": "user",
+                                                                "content": "hi"}]},
+    "/v1/embeddings": {"model": MINILM, "input": "hi"},
+    f"/v1/models/{CHAT}/load": {"keep_alive": "5m"},
+    f"/v1/models/{CHAT}/unload": {"keep_alive": 0},
+}
+
+
+def _chat_is_loaded(live: LiveServer) -> bool:
+    return CHAT in {m["id"] for m in raw_request(live.url, "GET", "/v1/ps").json()["data"]}
+
+
+@pytest.mark.parametrize("path", list(OTHER_POSTS))
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded"])
+def test_every_post_endpoint_refuses_a_body_not_declared_as_json(live_with_encoder, path,
+                                                                 content_type):
+    assert raw_request(live_with_encoder.url, "POST", f"/v1/models/{CHAT}/load").status == 200
+    before = _generated_tokens(live_with_encoder)
+    response = raw_request(live_with_encoder.url, "POST", path,
+                           json.dumps(OTHER_POSTS[path]).encode(),
+                           headers={"Content-Type": content_type})
+    error = api_error(response, 415, path)
+    if not path.startswith("/v1/messages"):
+        assert error["code"] == "unsupported_media_type"
+    assert _generated_tokens(live_with_encoder) == before
+    assert _chat_is_loaded(live_with_encoder)  # a form post cannot unload a model
+
+
+@pytest.mark.parametrize("path", list(OTHER_POSTS))
+def test_every_post_endpoint_refuses_a_foreign_page(live_with_encoder, path):
+    assert raw_request(live_with_encoder.url, "POST", f"/v1/models/{CHAT}/load").status == 200
+    before = _generated_tokens(live_with_encoder)
+    response = raw_request(live_with_encoder.url, "POST", path, OTHER_POSTS[path],
+                           headers={"Origin": "http://evil.example"})
+    error = api_error(response, 403, path)
+    assert error["type"] == "permission_error"
+    assert "--cors-origin" in error["message"]
+    assert _generated_tokens(live_with_encoder) == before
+    assert _chat_is_loaded(live_with_encoder)

@@ -12,6 +12,7 @@ or among longer ones.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Sequence
@@ -207,10 +208,26 @@ class Encoder:
     def vocab_size(self) -> int:
         return int(self.config["vocab_size"])
 
+    @functools.cached_property
+    def read_chars(self) -> int:
+        """The most characters of one text that are tokenised.
+
+        ``max_tokens`` tokens span at most ``max_tokens`` times the vocabulary's
+        longest token string; four times that leaves room for the spaces and
+        punctuation between them. What lies beyond would be cut off anyway, and
+        tokenising megabytes only to drop them takes seconds. (A head made mostly
+        of whitespace, which makes no tokens, is embedded as it is.)
+        """
+        widest = max(map(len, self.tokenizer.get_vocab()), default=1)
+        return 4 * self.max_tokens * widest
+
     def tokenize(self, texts: Sequence[str]) -> list[Tokenized]:
-        """Token ids with the model's special tokens, cut to ``max_tokens``."""
-        encodings = self.tokenizer.encode_batch(list(texts))
-        return [Tokenized(tuple(e.ids), bool(e.overflowing)) for e in encodings]
+        """Token ids with the model's special tokens, cut to ``max_tokens``
+        (texts first cut to :attr:`read_chars`)."""
+        limit = self.read_chars
+        encodings = self.tokenizer.encode_batch([text[:limit] for text in texts])
+        return [Tokenized(tuple(e.ids), bool(e.overflowing) or len(text) > limit)
+                for text, e in zip(texts, encodings, strict=True)]
 
     def forward(self, inputs: Sequence[Sequence[int]], *, normalize: bool | None = None,
                 ) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -45,14 +46,30 @@ async def read_json(request: Request, limit: int) -> Any:
         chunks.append(chunk)
     raw = b"".join(chunks)
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_not_json_constant, parse_float=_finite_float)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadRequestError(f"Malformed JSON body: {exc}") from exc
     except RecursionError as exc:
         raise BadRequestError("Malformed JSON body: nested too deeply.") from exc
+    except ValueError as exc:  # an integer of more digits than int() converts
+        raise BadRequestError(f"Malformed JSON body: a number is too long ({exc}).") from exc
     if _SURROGATE_ESCAPE.search(raw):
         _refuse_lone_surrogates(body)
     return body
+
+
+def _not_json_constant(name: str) -> Any:
+    """``NaN`` and ``Infinity`` are no JSON, though Python's parser reads them."""
+    raise BadRequestError(f"Malformed JSON body: {name} is not a JSON value.")
+
+
+def _finite_float(text: str) -> float:
+    """A JSON number as a float; one beyond float range (``1e400``) is a 400, not infinity,
+    which no field accepts and which a response echoing the field could not encode."""
+    value = float(text)
+    if math.isinf(value):
+        raise BadRequestError(f"Malformed JSON body: the number {text[:40]} is out of range.")
+    return value
 
 
 def _refuse_lone_surrogates(body: Any) -> None:

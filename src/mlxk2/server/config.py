@@ -10,13 +10,15 @@ from mlxk2.errors import ValidationError
 
 _DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+#: A keep-alive this long (a century) or longer means never: no later time can be shown.
+NEVER_AFTER_SECONDS = 100 * 365 * 86400.0
 
 
 def parse_duration(text: str) -> float | None:
     """Seconds for ``"90"``, ``"30s"``, ``"5m"``, ``"1h"``; ``None`` means never.
 
-    A negative value, ``"never"`` or ``"inf"`` keeps models loaded for ever; ``"0"``
-    unloads a model as soon as its last request finishes.
+    A negative value, a century or more, ``"never"`` or ``"inf"`` keeps models loaded
+    for ever; ``"0"`` unloads a model as soon as its last request finishes.
 
     Raises:
         ValidationError: For text that is not a duration.
@@ -27,25 +29,28 @@ def parse_duration(text: str) -> float | None:
     if match is None:
         raise ValidationError(f"Invalid duration {text!r}: use e.g. 30s, 5m, 1h or never")
     seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
-    return None if seconds < 0 else seconds
+    return None if seconds < 0 or seconds >= NEVER_AFTER_SECONDS else seconds
 
 
 def keep_alive_seconds(value: str | float) -> float:
     """A client's ``keep_alive`` (as Ollama takes it) in seconds, ``math.inf`` for never.
 
-    Numbers are seconds and strings durations (``"30m"``); negative keeps the model
-    loaded for ever, 0 unloads it once the request ends.
+    Numbers are seconds and strings durations (``"30m"``); negative, or a century
+    and more, keeps the model loaded for ever, 0 unloads it once the request ends.
 
     Raises:
-        ValidationError: For a boolean or text that is not a duration.
+        ValidationError: For a boolean, NaN or text that is not a duration.
     """
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)) or (
+            isinstance(value, float) and math.isnan(value)):
         raise ValidationError("keep_alive must be a duration like 30s, 5m, or seconds")
     if isinstance(value, (int, float)):
-        seconds: float | None = None if value < 0 else float(value)
+        seconds: float | None = None if value < 0 else min(value, NEVER_AFTER_SECONDS)
     else:
         seconds = parse_duration(value)
-    return math.inf if seconds is None else seconds
+    if seconds is None or seconds >= NEVER_AFTER_SECONDS:
+        return math.inf
+    return float(seconds)
 
 
 @dataclass(frozen=True)

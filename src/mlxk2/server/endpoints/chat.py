@@ -112,6 +112,17 @@ class ChatInput:
             tools=tool_calling(tokenizer, self.tools, self.tool_choice),
         )
 
+    def text_chars(self) -> int:
+        """Characters of client text the template renders: message text, reasoning,
+        tool calls and the tools offered (the length bound's input)."""
+        chars = sum(len(t.name) + len(t.description) + len(t.parameters) for t in self.tools)
+        for message in self.messages:
+            chars += len(message.get("content") or "") + len(
+                message.get("reasoning_content") or "")
+            if message.get("tool_calls"):
+                chars += len(json.dumps(message["tool_calls"], ensure_ascii=False))
+        return chars
+
     @property
     def uses_tools(self) -> bool:
         """Tools are offered, or the history holds tool turns."""
@@ -124,7 +135,7 @@ def _template(entry: LoadedEntry, chat: ChatInput) -> list[int]:
     from mlxk2.engine.chat import build_prompt_tokens
     from mlxk2.engine.tools import build_tool_prompt
 
-    check_prompt_size(entry, sum(len(m.get("content") or "") for m in chat.messages), "messages")
+    check_prompt_size(entry, chat.text_chars(), "messages")
     tokenizer = entry.loaded.tokenizer
     # mlx-lm renames enable_thinking for templates that call it ``thinking``.
     options = None if chat.thinking is None else {"enable_thinking": chat.thinking}

@@ -10,6 +10,7 @@ Anthropic's shape (see :func:`mlxk2.server.app.shaped`).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -34,7 +35,7 @@ from mlxk2.server._requests import read_body
 from mlxk2.server._runs import Run, respond
 from mlxk2.server._state import state_of
 from mlxk2.server.endpoints.chat import ChatInput, function_tool
-from mlxk2.server.endpoints.responses import DROPPED_TOOLS_HEADER
+from mlxk2.server.endpoints.responses import dropped_tools_header
 from mlxk2.server.errors import BadRequestError, anthropic_body, to_status_and_body
 from mlxk2.server.openapi import AnthropicError, answers, json_body
 from mlxk2.server.schemas import CountTokensRequest, MessagesRequest
@@ -54,8 +55,7 @@ async def create_message(request: Request) -> Response:
     req = await read_body(request, MessagesRequest)
     turn = messages_turn(req)
     response = await respond(request, req, turn.chat.prompt, MessagesWire)
-    if turn.dropped:
-        response.headers[DROPPED_TOOLS_HEADER] = ",".join(turn.dropped)
+    response.headers.update(dropped_tools_header(turn.dropped))
     return response
 
 
@@ -65,12 +65,14 @@ async def count_tokens(request: Request) -> dict[str, Any]:
     """The exact prompt length the same request to ``/v1/messages`` would have."""
     req = await read_body(request, CountTokensRequest)
     turn = messages_turn(req)
-    provider = state_of(request).provider
-    entry = await provider.acquire(req.model)
+    state = state_of(request)
+    entry = await state.provider.acquire(req.model)
     try:
-        return {"input_tokens": len(turn.chat.prompt(entry).tokens)}
+        async with state.tokenizing:  # as for a generating request: off the loop
+            prompt = await asyncio.to_thread(turn.chat.prompt, entry)
+        return {"input_tokens": len(prompt.tokens)}
     finally:
-        provider.release(entry)
+        state.provider.release(entry)
 
 
 @dataclass(frozen=True)
@@ -207,7 +209,7 @@ def _tool_choice(choice: dict[str, Any] | None,
         return ToolChoice("required"), parallel
     if kind == "tool":
         name = choice.get("name")
-        if name not in {t.name for t in tools}:
+        if not isinstance(name, str) or name not in {t.name for t in tools}:
             raise BadRequestError(f"tool_choice names '{name}', which is not a client tool "
                                   "in tools.", param="tool_choice")
         return ToolChoice("function", str(name)), parallel

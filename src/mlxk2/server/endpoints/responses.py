@@ -16,6 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -45,6 +46,19 @@ router = APIRouter()
 #: Lists the hosted tools (``web_search``, ``mcp``…) a request offered and the
 #: server left out of the prompt, as ``type`` or ``type:name``, comma-separated.
 DROPPED_TOOLS_HEADER = "X-Mlxk2-Dropped-Tools"
+
+
+def dropped_tools_header(dropped: Sequence[str]) -> dict[str, str]:
+    """The :data:`DROPPED_TOOLS_HEADER` for the hosted tools left out, if any.
+
+    Labels are the client's own text: percent-encoded, so that no character
+    (a newline, a comma, anything outside Latin-1) can break the header.
+    """
+    if not dropped:
+        return {}
+    return {DROPPED_TOOLS_HEADER: ",".join(quote(label, safe=":") for label in dropped)}
+
+
 #: ``include`` values that ask for something this server cannot give.
 _UNSUPPORTED_INCLUDES = frozenset({"message.output_text.logprobs"})
 _TEXT_PARTS = frozenset({"input_text", "output_text", "text"})
@@ -58,8 +72,7 @@ async def create_response(request: Request) -> Response:
     turn = responses_turn(req, store)
     response = await respond(request, req, turn.chat.prompt,
                              lambda run: ResponsesWire(run, req, turn, store))
-    if turn.dropped:
-        response.headers[DROPPED_TOOLS_HEADER] = ",".join(turn.dropped)
+    response.headers.update(dropped_tools_header(turn.dropped))
     return response
 
 
@@ -185,12 +198,19 @@ def input_messages(items: str | list[dict[str, Any]] | None) -> list[dict[str, A
             out.append({"role": "tool", "tool_call_id": _string(item, "call_id", i),
                         "content": _text(item.get("output"), f"input.{i}.output")})
         elif kind == "reasoning":
-            parts = [*(item.get("content") or []), *(item.get("summary") or [])]
+            parts = [*_parts(item, "content", i), *_parts(item, "summary", i)]
             reasoning += "".join(str(p.get("text", "")) for p in parts if isinstance(p, dict))
         else:
             raise BadRequestError(f"Input item type {kind!r} is not supported.",
                                   param=f"input.{i}.type")
     return out
+
+
+def _parts(item: dict[str, Any], key: str, index: int) -> list[Any]:
+    value = item.get(key) or []
+    if not isinstance(value, list):
+        raise BadRequestError(f"'{key}' must be a list of parts.", param=f"input.{index}.{key}")
+    return value
 
 
 def _string(item: dict[str, Any], key: str, index: int) -> str:
@@ -241,7 +261,7 @@ def _tool_choice(choice: str | dict[str, Any] | None,
         return ToolChoice(choice)  # type: ignore[arg-type]
     if isinstance(choice, dict) and choice.get("type") == "function":
         name = choice.get("name")
-        if name not in {t.name for t in tools}:
+        if not isinstance(name, str) or name not in {t.name for t in tools}:
             raise BadRequestError(f"tool_choice names '{name}', which is not in tools.",
                                   param="tool_choice")
         return ToolChoice("function", str(name))
