@@ -11,7 +11,6 @@ from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
-import pytest
 
 from mlxk2.engine.batch import GenerationRequest, ModelBatch
 from mlxk2.engine.events import Finished
