@@ -41,21 +41,23 @@ def _compiled_rope(dims: int, traditional: bool, base: float | None,
         x, dims, traditional=traditional, base=base, scale=scale, offset=offset))
 
 
-class FusedRMSNorm(nn.RMSNorm):
+class FusedRMSNorm(nn.RMSNorm):  # type: ignore[misc]  # mlx.nn ships no stubs
     """``nn.RMSNorm`` through one compiled function per ``eps``, for one token per row."""
 
     def __call__(self, x: mx.array) -> mx.array:
         if x.ndim < 2 or x.shape[-2] != 1:
-            return super().__call__(x)
+            stock: mx.array = super().__call__(x)
+            return stock
         return _compiled_rms_norm(self.eps)(x, self["weight"])
 
 
-class FusedRoPE(nn.RoPE):
+class FusedRoPE(nn.RoPE):  # type: ignore[misc]
     """``nn.RoPE`` compiled for one token per row at an array offset; else the stock path."""
 
     def __call__(self, x: mx.array, offset: int | mx.array = 0) -> mx.array:
         if not isinstance(offset, mx.array) or x.ndim < 2 or x.shape[-2] != 1:
-            return super().__call__(x, offset)  # type: ignore[arg-type]
+            stock: mx.array = super().__call__(x, offset)
+            return stock
         return _compiled_rope(self.dims, self.traditional, self.base, self.scale)(x, offset)
 
 
