@@ -17,8 +17,17 @@ the median per-stream decode rate.
 Targets (small bf16 model): aggregate at 8 clients >= 2x our single-client
 figure, >= mlx_lm's 8-client figure, and p50 TTFT at 8 clients below mlx_lm's.
 
+With ``--blas``, it compares ``mlxk2 serve`` with OpenBLAS bound under MLX against
+the same server with ``MLXK2_BLAS=0`` (the wheel's reference BLAS), both with
+``--cpu-dtype float32`` on the same float32 model (default ``mid-fp32``, where the
+matmuls dominate): ``--clients`` concurrent streaming clients, rounds alternating
+between the two servers, aggregate tokens/s per round and the ratio of medians
+(target on a CPU: >= 1.5x). The load average is printed before and after.
+
 Usage: python benchmarks/bench_serve.py [--models small-bf16,mid-fp32] [--tokens 128]
        [--requests-per-client 2] [--models-dir DIR]
+       python benchmarks/bench_serve.py --blas [--models mid-fp32] [--clients 8]
+       [--tokens 32] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -86,11 +95,16 @@ class Server:
     model_field: str
 
 
-def start(name: str, model: Path, *extra: str) -> Server:
-    """Start ``mlxk2`` (with ``extra`` options) or ``mlx_lm`` and wait until it answers."""
+def start(name: str, model: Path, *extra: str, env_extra: dict[str, str] | None = None,
+          ) -> Server:
+    """Start ``mlxk2`` (with ``extra`` options) or ``mlx_lm`` and wait until it answers.
+
+    ``name`` is ``mlx_lm`` or a label starting with ``mlxk2``; ``env_extra`` is added
+    to the server's environment.
+    """
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    if name == "mlxk2":
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), **(env_extra or {})}
+    if name.startswith("mlxk2"):
         cmd = [sys.executable, "-m", "mlxk2", "serve", "--model", str(model), "--port",
                str(port), "--max-concurrency", "8", "--keep-alive", "never",
                "--log-level", "warning", *extra]
@@ -220,8 +234,13 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3,
                         help="Rounds per server and client count, alternating servers")
     parser.add_argument("--models-dir", type=Path, default=None)
+    parser.add_argument("--blas", action="store_true",
+                        help="mlxk2 with OpenBLAS against mlxk2 with MLXK2_BLAS=0 instead")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent clients (--blas)")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO / "src"))
+    if args.blas:
+        return compare_blas(args)
 
     with tempfile.TemporaryDirectory() as tmp:
         root = args.models_dir or Path(tmp)
@@ -248,6 +267,54 @@ def main() -> int:
             results = {name: {c: median_row(rows) for c, rows in by_count.items()}
                        for name, by_count in rounds.items()}
             report(label, args.tokens, args.repeat, results)
+    return 0
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def compare_blas(args: argparse.Namespace) -> int:
+    """mlxk2 serve with OpenBLAS and with the stock BLAS, side by side, alternating."""
+    labels = args.models.split(",") if args.models != "small-bf16,mid-fp32" else ["mid-fp32"]
+    with tempfile.TemporaryDirectory() as tmp:
+        root = args.models_dir or Path(tmp)
+        for label in labels:
+            model = build_model(root, label)
+            banned = stop_token_ids(model)
+            print(f"load average before: {load_average()}", file=sys.stderr)
+            servers = [start(f"mlxk2 {name}", model, "--cpu-dtype", "float32",
+                             env_extra={"MLXK2_BLAS": switch})
+                       for name, switch in (("OpenBLAS", "1"), ("stock BLAS", "0"))]
+            aggregates: dict[str, list[float]] = {s.name: [] for s in servers}
+            try:
+                for server in servers:
+                    run_round(server, 2, 1, 8, banned, "warm")
+                for repeat in range(args.repeat):
+                    for server in servers if repeat % 2 == 0 else servers[::-1]:
+                        samples = run_round(server, args.clients, args.requests_per_client,
+                                            args.tokens, banned, f"{label} blas {repeat}")
+                        aggregate = summarize(samples)["aggregate_tps"]
+                        aggregates[server.name].append(aggregate)
+                        print(f"round {repeat + 1} {server.name}: {aggregate:.1f} tok/s "
+                              f"(load {load_average()})", file=sys.stderr)
+            finally:
+                for server in servers:
+                    stop(server)
+            medians = {name: statistics.median(v) for name, v in aggregates.items()}
+            fast, slow = medians["mlxk2 OpenBLAS"], medians["mlxk2 stock BLAS"]
+            print(f"\n## {label}, --cpu-dtype float32: {args.clients} streaming clients x "
+                  f"{args.requests_per_client} requests x {args.tokens} tokens, median "
+                  f"aggregate of {args.repeat} alternating rounds")
+            for name, values in aggregates.items():
+                print(f"{name:18} {medians[name]:8.1f} tok/s  (rounds: "
+                      f"{', '.join(f'{v:.1f}' for v in values)})")
+            per_round = [a / b for a, b in zip(aggregates["mlxk2 OpenBLAS"],
+                                                aggregates["mlxk2 stock BLAS"], strict=True)]
+            print(f"OpenBLAS / stock: {fast / slow:.2f}x (per round "
+                  f"{', '.join(f'{r:.2f}' for r in per_round)}; target >= 1.5x); "
+                  f"load average after: {load_average()}")
+            sys.stdout.flush()
     return 0
 
 

@@ -1,18 +1,26 @@
-"""Where a CPU decode step goes: matmuls against everything else, and what mx.compile changes.
+"""Where a CPU decode step goes: matmuls against everything else, and what fusing saves.
 
 Loads a model in float32 with OpenBLAS (as ``--cpu-dtype float32`` does), fills a
-KV cache with a prompt, then times, per decode step (medians):
+KV cache with a prompt, then times, per decode step, interleaved round by round:
 
-* ``step``: the whole forward pass for one token, evaluated;
+* ``step``: the whole forward pass for one token on mlx-lm's plain KV cache, with
+  MLX's stock RMSNorm and RoPE, evaluated;
 * ``matmuls``: the same products alone (one ``x @ W.T`` per linear layer and the
   output layer, with a 1-row ``x``), evaluated as one graph;
 * ``rest``: the difference, MLX's single-threaded non-matmul work and dispatch;
-* ``step, compiled MLP``: each layer's MLP (``down(silu(gate(x)) * up(x))``) passed
-  through ``mx.compile``, which fuses its elementwise ops;
-* ``sampling``: a greedy ``argmax`` on the logits.
+* ``sampling``: a greedy ``argmax`` on the logits;
+* then, in alternating runs of ``--steps`` tokens, the decode steps of the core
+  that ``run`` and ``serve`` drive (:class:`mlxk2.engine.batch.ModelBatch`, one
+  greedy request), without and with :func:`mlxk2.engine.fused.fuse_cpu_ops`, and
+  whether both gave the same greedy tokens (they must). Whole runs alternate,
+  not single steps: a step evaluates the next token asynchronously, so
+  interleaved steps of two requests would time each other's work.
+
+Wall-clock minima and medians, and the median CPU time of the process (less
+sensitive to other processes on a shared machine).
 
 Usage: python benchmarks/profile_decode.py FOLDER [--steps 32] [--prompt-tokens 128]
-       [--threads N]
+       [--threads N] [--rounds 4]
 """
 
 from __future__ import annotations
@@ -24,21 +32,26 @@ from pathlib import Path
 from typing import Any
 
 
-def interleaved(fns: dict[str, Any], rounds: int) -> dict[str, tuple[float, float]]:
-    """(min, median) milliseconds of each function, calls interleaved round by round.
+def interleaved(fns: dict[str, Any], rounds: int) -> dict[str, tuple[float, float, float]]:
+    """(wall min, wall median, CPU median) milliseconds of each function, calls
+    interleaved round by round.
 
     Other processes only ever add time, so on a shared machine the minimum is the
-    better estimate of a step's own cost; the median shows the noise.
+    better estimate of a step's own wall time; the median shows the noise. CPU
+    time counts only this process's work.
     """
     for fn in fns.values():
         fn()
-    samples: dict[str, list[float]] = {name: [] for name in fns}
+    wall: dict[str, list[float]] = {name: [] for name in fns}
+    cpu: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.process_time()
             fn()
-            samples[name].append((time.perf_counter() - started) * 1000)
-    return {name: (min(v), statistics.median(v)) for name, v in samples.items()}
+            wall[name].append((time.perf_counter() - started) * 1000)
+            cpu[name].append((time.process_time() - started_cpu) * 1000)
+    return {name: (min(wall[name]), statistics.median(wall[name]), statistics.median(cpu[name]))
+            for name in fns}
 
 
 def main() -> int:
@@ -47,6 +60,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=32)
     parser.add_argument("--prompt-tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--rounds", type=int, default=4, help="stock / fused run pairs")
     args = parser.parse_args()
 
     from mlxk2.engine.load import load_model
@@ -56,13 +70,16 @@ def main() -> int:
     import mlx.nn as nn
     from mlx_lm.models.cache import make_prompt_cache
 
+    from mlxk2.engine.fused import fuse_cpu_ops, unfuse
+
     print(f"BLAS: {loaded.blas.backend if loaded.blas else '?'}, "
           f"threads {loaded.blas.threads if loaded.blas else '?'}; "
           f"dtype {loaded.cpu_dtype.dtype if loaded.cpu_dtype else '?'}")
     model = loaded.model
+    unfuse(model)
     cache = make_prompt_cache(model)
-    prompt = mx.array(list(range(100, 100 + args.prompt_tokens)))[None]
-    mx.eval(model(prompt, cache=cache))
+    prompt_tokens = list(range(100, 100 + args.prompt_tokens))
+    mx.eval(model(mx.array(prompt_tokens)[None], cache=cache))
     token = mx.array([[42]])
 
     def step() -> None:
@@ -88,48 +105,59 @@ def main() -> int:
     def sampling() -> None:
         mx.eval(mx.argmax(logits[:, -1, :], axis=-1))
 
-    originals = [layer.mlp for layer in model.model.layers]
-    compiled = []
-    for mlp in originals:
-
-        @mx.compile
-        def swiglu(g: Any, u: Any) -> Any:
-            return nn.silu(g) * u
-
-        def compiled_mlp(x: Any, mlp: Any = mlp, swiglu: Any = swiglu) -> Any:
-            return mlp.down_proj(swiglu(mlp.gate_proj(x), mlp.up_proj(x)))
-
-        compiled.append(_Wrapped(compiled_mlp))
-
-    def use(mlps: list[Any]) -> None:
-        for layer, mlp in zip(model.model.layers, mlps, strict=True):
-            layer.mlp = mlp
-
-    def compiled_step() -> None:
-        use(compiled)
-        step()
-        use(originals)
-
-    figures = interleaved({"step": step, "matmuls": matmuls, "sampling": sampling,
-                           "step, compiled MLP": compiled_step}, args.steps)
+    figures = interleaved({"step": step, "matmuls": matmuls, "sampling": sampling},
+                          args.steps)
+    fused_runs: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+    tokens: dict[bool, tuple[int, ...]] = {}
+    for _ in range(args.rounds):
+        for fused in (False, True):
+            (fuse_cpu_ops if fused else unfuse)(model)
+            wall, cpu, tokens[fused] = batch_run(loaded, prompt_tokens, args.steps)
+            fused_runs[fused].append((min(wall), statistics.median(cpu)))
+    unfuse(model)
     width = max(len(k) for k in figures)
-    print(f"{'':<{width}}  {'min':>8}  {'median':>8}")
-    for name, (low, mid) in figures.items():
-        print(f"{name:<{width}}  {low:8.2f}  {mid:8.2f} ms")
+    print(f"{'':<{width}}  {'wall min':>9}  {'median':>8}  {'CPU median':>10}")
+    for name, (low, mid, cpu) in figures.items():
+        print(f"{name:<{width}}  {low:9.2f}  {mid:8.2f}  {cpu:10.2f} ms")
     rest = figures["step"][0] - figures["matmuls"][0]
     print(f"rest (step - matmuls, minima): {rest:.2f} ms; "
           f"decode ceiling from the step minimum: {1000 / figures['step'][0]:.1f} tok/s")
+    print(f"\nModelBatch decode steps, {args.steps}-token runs alternating stock / fused "
+          "(wall min, CPU median per run):")
+    for fused, runs in fused_runs.items():
+        label = "fused" if fused else "stock"
+        print(f"  {label}: " + ", ".join(f"{low:.1f} / {cpu:.1f}" for low, cpu in runs) + " ms")
+    cpu_ratios = [s[1] / f[1] for s, f in zip(fused_runs[False], fused_runs[True], strict=True)]
+    wall_ratios = [s[0] / f[0] for s, f in zip(fused_runs[False], fused_runs[True], strict=True)]
+    print(f"stock / fused per round: CPU {', '.join(f'{r:.2f}' for r in cpu_ratios)} "
+          f"(median {statistics.median(cpu_ratios):.2f}); wall min "
+          f"{', '.join(f'{r:.2f}' for r in wall_ratios)} "
+          f"(median {statistics.median(wall_ratios):.2f})")
+    print(f"greedy tokens equal: {tokens[False] == tokens[True]} ({len(tokens[True])} tokens)")
     return 0
 
 
-class _Wrapped:
-    """A callable in a module's place (``layer.mlp = ...`` accepts any attribute)."""
+def batch_run(loaded: Any, prompt: list[int], steps: int) -> tuple[list[float], list[float],
+                                                                    tuple[int, ...]]:
+    """One greedy request through a fresh ModelBatch: per-step wall and CPU ms, and tokens."""
+    from mlxk2.engine.batch import GenerationRequest, ModelBatch
+    from mlxk2.engine.events import Finished
+    from mlxk2.engine.sampling import SamplingParams
 
-    def __init__(self, fn: Any) -> None:
-        self._fn = fn
-
-    def __call__(self, x: Any) -> Any:
-        return self._fn(x)
+    events: list[Any] = []
+    batch = ModelBatch(loaded, max_batch=1, prompt_cache=0)
+    batch.add(GenerationRequest(prompt, steps + 2, SamplingParams(temperature=0.0),
+                                split_reasoning=False), events.append)
+    batch.step()  # the prompt
+    batch.step()
+    wall, cpu = [], []
+    while batch.busy:
+        started, started_cpu = time.perf_counter(), time.process_time()
+        batch.step()
+        wall.append((time.perf_counter() - started) * 1000)
+        cpu.append((time.process_time() - started_cpu) * 1000)
+    batch.close()
+    return wall, cpu, next(e.token_ids for e in events if isinstance(e, Finished))
 
 
 if __name__ == "__main__":

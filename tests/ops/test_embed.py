@@ -5,13 +5,16 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.fixtures.cache_content import bert_embedding_files
-from tests.fixtures.cli import run_inprocess
+from tests.fixtures.cli import REPO_ROOT, run_inprocess
 from tests.fixtures.embedding import MINILM, MiniLmCache, minilm_reference
 from tests.fixtures.models import CHAT, DemoCache
 
@@ -147,3 +150,26 @@ def test_missing_files_and_models_are_clear_envelopes(minilm_env: MiniLmCache,
     assert error["type"] == "FilesystemError" and "No such file" in error["message"]
     assert _error(run_inprocess("embed", "nobody/nothing", "x", "--json"))["type"] == \
         "model_not_found"
+
+
+EMBED_THEN_STATUS = """
+import json, sys
+from mlxk2.cli import main
+code = main(["embed", sys.argv[1], "A cat sits on the mat", "--json"])
+from mlxk2.engine.blas import blas_status
+status = blas_status()
+print(json.dumps({"code": code, "status": status.to_dict() if status else None}))
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the OpenBLAS binding is Linux-only")
+def test_embed_command_binds_openblas_before_mlx_like_run(minilm_cache: MiniLmCache) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "MLXK2_BLAS"}
+    env.update(HF_HOME=str(minilm_cache.hf_home), HF_HUB_CACHE=str(minilm_cache.root),
+               PYTHONPATH=str(REPO_ROOT / "src"))
+    proc = subprocess.run([sys.executable, "-c", EMBED_THEN_STATUS, MINILM], env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["code"] == 0
+    assert report["status"]["backend"] == "openblas" and report["status"]["verified"], report

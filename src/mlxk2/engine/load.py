@@ -152,6 +152,7 @@ def load_model(path: Path, name: str | None = None,
     from mlx_lm.utils import load_tokenizer
 
     from mlxk2.engine.dtype import apply_cpu_dtype
+    from mlxk2.engine.fused import fuse_cpu_ops
 
     shown = name or display_name(path)
     try:
@@ -174,6 +175,7 @@ def load_model(path: Path, name: str | None = None,
     except Exception as exc:  # the tokenizers library raises bare Exception for a bad file
         raise _tokenizer_error(path, shown, exc) from exc
     choice = apply_cpu_dtype(model, cpu_dtype, blas_active=blas.active)
+    fuse_cpu_ops(model)
     stops = stop_token_ids(tokenizer)
     tokenizer.eos_token_ids = stops
     return LoadedModel(

@@ -10,14 +10,16 @@ import hashlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlxk2.cache.capabilities import Capability
 from mlxk2.cache.inspect import ModelInfo, require_usable
 from mlxk2.cache.layout import ResolvedModel
-from mlxk2.engine.embed import Encoder, load_encoder, matryoshka
 from mlxk2.errors import ValidationError
 from mlxk2.resolve import resolve
+
+if TYPE_CHECKING:
+    from mlxk2.engine.embed import Encoder
 
 
 def check_embeddable(spec: str, root: Path | None = None) -> tuple[ResolvedModel, ModelInfo]:
@@ -44,6 +46,20 @@ class EmbeddingModel:
     @property
     def name(self) -> str:
         return self.resolved.name
+
+
+def load_encoder(path: Path, name: str | None = None) -> Encoder:
+    """Bind OpenBLAS under MLX, as ``run`` and ``serve`` do, then load the encoder.
+
+    :mod:`mlxk2.engine.embed` imports mlx, and the binding must come before that
+    first import, so the module is only imported here.
+    """
+    from mlxk2.engine.blas import ensure_blas
+
+    ensure_blas()
+    from mlxk2.engine.embed import load_encoder as load
+
+    return load(path, name=name)
 
 
 def open_encoder(spec: str, root: Path | None = None,
@@ -107,6 +123,8 @@ def embed_texts(encoder: Encoder, texts: Iterable[str], options: EmbedOptions,
         tokenized = encoder.tokenize(chunk)
         vectors = encoder.embed([t.ids for t in tokenized], normalize=normalize,
                                 max_batch=options.batch)
+        from mlxk2.engine.embed import matryoshka
+
         vectors = matryoshka(vectors, options.dimensions, normalize)
         for text, tok, vector in zip(chunk, tokenized, vectors, strict=True):
             yield EmbeddingRecord(text, tuple(float(x) for x in vector), len(tok.ids),
