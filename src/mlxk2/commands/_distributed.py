@@ -23,6 +23,7 @@ from mlxk2.errors import OperationError, RankLostError, ValidationError
 
 if TYPE_CHECKING:
     from mlxk2.engine.distributed import Group, Leader
+    from mlxk2.engine.launch import LaunchInfo
     from mlxk2.server._state import ServerState
     from mlxk2.server.distributed import DistributedWorker
 
@@ -157,6 +158,23 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise ValidationError("--parallel and --rank-timeout need --distributed (or --hostfile)")
 
 
+def rank_threads(launch: LaunchInfo) -> int:
+    """OpenBLAS threads for one rank: this host's CPUs shared by the ranks it runs.
+
+    Ranks on one host (by the address the hostfile gives each) would otherwise each
+    start a thread per CPU and stall one another at every BLAS barrier.
+    """
+    from mlxk2.engine.blas import default_threads
+
+    def host(rank: int) -> str | None:
+        addresses = launch.hosts[rank] if rank < len(launch.hosts) else ()
+        return addresses[0].rsplit(":", 1)[0] if addresses else None
+
+    mine = host(launch.rank)
+    local = sum(1 for rank in range(len(launch.hosts)) if host(rank) == mine) if mine else 1
+    return max(1, default_threads() // max(1, local))
+
+
 def join(args: argparse.Namespace,
          on_fault: Callable[[RankLostError], None] | None = None) -> Leader | None:
     """Join the launch's group; rank 0 gets its :class:`Leader`, the others follow.
@@ -167,12 +185,15 @@ def join(args: argparse.Namespace,
         ValidationError: not started by ``mlx.launch`` or alone in the group.
         RankLostError: a follower lost rank 0.
     """
+    from mlxk2.engine.blas import ensure_blas
     from mlxk2.engine.distributed import Group, Leader, Watchdog, follow
     from mlxk2.engine.launch import launch_environment
 
-    if launch_environment() is None:
+    launch = launch_environment()
+    if launch is None:
         raise ValidationError("--distributed needs mlx.launch (e.g. 'mlx.launch -n 2 "
                               "--backend ring -- mlxk2 ... --distributed'), which sets MLX_RANK")
+    ensure_blas(rank_threads(launch))  # joining imports mlx: bind OpenBLAS first
     try:
         group = Group()
     except RuntimeError as exc:

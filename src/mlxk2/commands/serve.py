@@ -155,7 +155,7 @@ def handle(args: argparse.Namespace, out: Output) -> int:
     worker.start()
     if leader is None:
         # Bound on the MLX thread before any load there imports mlx (a distributed
-        # rank imported it to join, so it keeps the stock BLAS).
+        # rank bound it before joining its group).
         from mlxk2.engine.blas import ensure_blas, server_threads
 
         worker.call(ensure_blas, config.threads or server_threads()).result()
