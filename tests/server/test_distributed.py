@@ -21,6 +21,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -123,6 +124,11 @@ def runs(models, env, tmp_path_factory) -> Iterator[dict[str, Job]]:
         "llama-pipeline": _two_ranks(tmp, _run_args(models["llama"]), "pipeline"),
     }
     jobs = {name: _start_job(command, env, tmp, name) for name, command in commands.items()}
+    # The suite runs on the stock BLAS (MLXK2_BLAS=0); this job binds OpenBLAS, as users get.
+    with_blas = {k: v for k, v in env.items() if k != "MLXK2_BLAS"}
+    jobs["llama-tensor-openblas"] = _start_job(
+        _two_ranks(tmp, [*_run_args(models["llama"]), "--verbose"], "tensor"), with_blas, tmp,
+        "llama-tensor-openblas")
     yield jobs
     for job in jobs.values():
         for proc in job.procs:
@@ -154,6 +160,15 @@ def test_distributed_run_verbose_prints_the_rank_layout(runs):
     _, stderr = runs["llama-tensor"].result()
     assert "[2 ranks, ring backend, tensor parallel: rank 0 127.0.0.1:" in stderr, stderr
     assert "rank 1 127.0.0.1:" in stderr
+
+
+def test_each_rank_binds_openblas_before_joining_with_its_share_of_the_cpus(runs):
+    job = runs["llama-tensor-openblas"]
+    stdout, stderr = job.result()
+    assert json.loads(stdout)["status"] == "success", stderr
+    assert [p.returncode for p in job.procs] == [0, 0], stderr
+    expected = f"BLAS: openblas {{}}, {max(1, len(os.sched_getaffinity(0)) // 2)} thread"
+    assert re.search(re.escape(expected).replace(r"\{\}", r"[0-9.]+"), stderr), stderr
 
 
 # -- serve ---------------------------------------------------------------------------

@@ -160,6 +160,7 @@ def _handle(args: argparse.Namespace, out: Output, leader: Leader | None) -> int
             from mlxk2.engine.launch import launch_environment
 
             out.warn(_distributed.layout_line(rank_layout(leader, launch_environment())))
+            out.warn(render.engine_line(model.loaded))
     use_template = not args.no_chat_template
 
     if prompt is None:
