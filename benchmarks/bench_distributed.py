@@ -32,7 +32,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from bench_serve import (
@@ -43,8 +42,8 @@ from bench_serve import (
     median_row,
     run_round,
     stop_token_ids,
-    stream_once,
     summarize,
+    wait_until_serving,
 )
 
 CLIENT_COUNTS = (1, 8)
@@ -77,18 +76,7 @@ def start(name: str, model: Path, parallel: str, launcher: str, tmp: Path) -> Se
         # stdin stays an open pipe, since mlx.launch spins on a closed one.
         proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, start_new_session=True,
                                 **quiet)
-    server = Server(name, proc, port, str(model))
-    deadline = time.monotonic() + 300
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{name} exited with {proc.returncode}")
-        try:
-            stream_once(server, "warm up", 4, [])
-            return server
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+    return wait_until_serving(Server(name, proc, port, str(model)), 300)
 
 
 def stop(server: Server) -> None:

@@ -112,11 +112,15 @@ def start(name: str, model: Path, *extra: str, env_extra: dict[str, str] | None 
         cmd = [sys.executable, "-m", "mlx_lm", "server", "--model", str(model), "--host",
                "127.0.0.1", "--port", str(port), "--log-level", "WARNING"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    server = Server(name, proc, port, str(model))
-    deadline = time.monotonic() + 120
+    return wait_until_serving(Server(name, proc, port, str(model)), 120)
+
+
+def wait_until_serving(server: Server, timeout_s: float) -> Server:
+    """``server`` once a short streamed request succeeds (it is loaded and warm)."""
+    deadline = time.monotonic() + timeout_s
     while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{name} exited with {proc.returncode}")
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"{server.name} exited with {server.proc.returncode}")
         try:
             stream_once(server, "warm up", 4, [])
             return server
@@ -147,13 +151,14 @@ class Sample:
 
 
 def stream_once(server: Server, prompt: str | list[dict[str, str]], max_tokens: int,
-                banned: list[int]) -> Sample:
-    """One streamed chat request; ``prompt`` is a user message or the whole conversation."""
+                banned: list[int], extra: dict[str, object] | None = None) -> Sample:
+    """One streamed chat request; ``prompt`` is a user message or the whole conversation,
+    ``extra`` more request fields (``response_format``)."""
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
     body = {"model": server.model_field, "messages": messages,
             "max_tokens": max_tokens, "temperature": 0, "stream": True,
             "stream_options": {"include_usage": True},
-            "logit_bias": {str(t): -100 for t in banned}}
+            "logit_bias": {str(t): -100 for t in banned}, **(extra or {})}
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=600)
     started = time.perf_counter()
     first = None

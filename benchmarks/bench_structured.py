@@ -19,8 +19,6 @@ Usage: python benchmarks/bench_structured.py [--model small-bf16] [--tokens 128]
 from __future__ import annotations
 
 import argparse
-import http.client
-import json
 import sys
 import tempfile
 import threading
@@ -36,51 +34,13 @@ from bench_serve import (
     start,
     stop,
     stop_token_ids,
+    stream_once,
     summarize,
 )
 
 CLIENTS = 8
 SCHEMA = {"type": "object", "properties": {"story": {"type": "string", "minLength": 4000}},
           "required": ["story"]}
-
-
-def stream(server: Server, prompt: str, max_tokens: int, banned: list[int],
-           schema: bool) -> Sample:
-    """One streamed chat request, with the benchmark's schema or free text."""
-    body: dict[str, object] = {
-        "model": server.model_field, "messages": [{"role": "user", "content": prompt}],
-        "max_tokens": max_tokens, "temperature": 0, "stream": True,
-        "stream_options": {"include_usage": True}}
-    if schema:
-        body["response_format"] = {"type": "json_schema",
-                                   "json_schema": {"name": "story", "schema": SCHEMA}}
-    else:
-        body["logit_bias"] = {str(t): -100 for t in banned}
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=600)
-    started = time.perf_counter()
-    first = None
-    tokens = max_tokens
-    try:
-        conn.request("POST", "/v1/chat/completions", body=json.dumps(body).encode(),
-                     headers={"Content-Type": "application/json"})
-        response = conn.getresponse()
-        if response.status != 200:
-            raise OSError(f"HTTP {response.status}: {response.read()[:200]!r}")
-        for raw in response:
-            line = raw.decode().strip()
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            chunk = json.loads(line[6:])
-            if chunk.get("usage"):
-                tokens = chunk["usage"]["completion_tokens"]
-            for choice in chunk.get("choices") or []:
-                if first is None and (choice.get("delta") or {}).get("content"):
-                    first = time.perf_counter()
-    finally:
-        conn.close()
-    ended = time.perf_counter()
-    first = first or ended
-    return Sample(first - started, ended - first, tokens, started, ended)
 
 
 def run_round(server: Server, constrained: int, per_client: int, max_tokens: int,
@@ -92,7 +52,11 @@ def run_round(server: Server, constrained: int, per_client: int, max_tokens: int
     def client(index: int) -> None:
         for request in range(per_client):
             prompt = f"[{tag} {index}/{request}] Tell me a long story about a town."
-            sample = stream(server, prompt, max_tokens, banned, index < constrained)
+            if index < constrained:  # the schema alone decides when the answer ends
+                sample = stream_once(server, prompt, max_tokens, [], {"response_format": {
+                    "type": "json_schema", "json_schema": {"name": "story", "schema": SCHEMA}}})
+            else:
+                sample = stream_once(server, prompt, max_tokens, banned)
             with lock:
                 samples.append(sample)
 
